@@ -1,0 +1,121 @@
+"""authsvc: a standalone token issuer. ``create_app`` is the only entry point."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from flask import Flask
+from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .api import account, auth, ops, wellknown
+from .api.common import MAX_BODY_BYTES
+from .cli import register_cli
+from .config import ConfigError, Settings, load_settings
+from .database import configure_sqlite, engine_options
+from .denylist import DatabaseDenylist, Denylist, RedisDenylist
+from .errors import register_error_handlers
+from .extensions import cors, db, jwt, migrate
+from .keys import KeyRing
+from .observability import register_observability
+from .passwords import PasswordHasher, PasswordPolicy
+from .runtime import Runtime, install
+from .tokens import jwt_config, register_jwt_callbacks
+
+__all__ = ["ConfigError", "create_app"]
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# Redis answers in well under a millisecond on a healthy network; waiting longer than this
+# only delays the 503 that fail-closed gives anyway.
+REDIS_TIMEOUT_SECONDS = 1.0
+
+log = logging.getLogger("authsvc")
+
+
+def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
+    """Build the app. ``overrides`` maps configuration variable names to values (over the env)."""
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    settings = load_settings(app.instance_path, overrides)
+    configure_flask(app, settings)
+    register_extensions(app, settings)
+    register_runtime(app, settings)
+    register_blueprints(app)
+    register_error_handlers(app)
+    register_observability(app)
+    register_cli(app)
+    return app
+
+
+def configure_flask(app: Flask, settings: Settings) -> None:
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options(settings.database_url, settings.db_pool_size),
+        **jwt_config(settings),
+    )
+    if settings.trusted_proxies:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
+        )
+
+
+def register_extensions(app: Flask, settings: Settings) -> None:
+    db.init_app(app)
+    if settings.uses_sqlite:
+        with app.app_context():
+            configure_sqlite(db.engine)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
+    jwt.init_app(app)
+    register_jwt_callbacks(jwt)
+    if settings.cors_origins:
+        cors.init_app(
+            app,
+            origins=list(settings.cors_origins),
+            supports_credentials=True,
+            allow_headers=["Authorization", "Content-Type", "X-CSRF-TOKEN", "X-Request-Id"],
+            expose_headers=["X-Request-Id", "WWW-Authenticate", "Retry-After"],
+        )
+
+
+def register_runtime(app: Flask, settings: Settings) -> None:
+    redis_client: Redis | None = None
+    denylist: Denylist
+    if settings.redis_url:
+        redis_client = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            retry=Retry(NoBackoff(), 0),
+        )
+        denylist = RedisDenylist(redis_client)
+    else:
+        denylist = DatabaseDenylist()
+    install(
+        app,
+        Runtime(
+            settings=settings,
+            hasher=PasswordHasher(
+                memory_kib=settings.argon2_memory_kib,
+                time_cost=settings.argon2_time_cost,
+                parallelism=settings.argon2_parallelism,
+            ),
+            password_policy=PasswordPolicy(
+                min_length=settings.password_min_length, max_length=settings.password_max_length
+            ),
+            keyring=KeyRing(secret_key=settings.secret_key, signing_alg=settings.signing_alg),
+            denylist=denylist,
+            redis=redis_client,
+        ),
+    )
+
+
+def register_blueprints(app: Flask) -> None:
+    for blueprint in (auth.bp, account.bp, wellknown.bp, ops.bp):
+        app.register_blueprint(blueprint)

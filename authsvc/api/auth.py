@@ -1,0 +1,63 @@
+"""Signup, login, refresh and logout."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Blueprint, Response
+from flask_jwt_extended import get_jwt, jwt_required, verify_jwt_in_request
+
+from .. import services
+from ..runtime import runtime
+from ..schemas import Credentials, LogoutRequest, RefreshRequest, TokenResponse
+from .common import access_context, client, documented, parse_body, require_body, token_response
+
+bp = Blueprint("auth", __name__)
+
+_BODY_ERRORS = (400, 413, 415)
+
+
+@bp.post("/signup")
+@documented(body=Credentials, ok=(201, TokenResponse), errors=(*_BODY_ERRORS, 409), tag="auth")
+def signup() -> Response:
+    """Create an account and its first session."""
+    body = require_body(Credentials)
+    return token_response(services.signup(body.username, body.password, client()), 201)
+
+
+@bp.post("/login")
+@documented(body=Credentials, ok=(200, TokenResponse), errors=(*_BODY_ERRORS, 401), tag="auth")
+def login() -> Response:
+    """Log in: a new session and a token pair."""
+    body = require_body(Credentials)
+    return token_response(services.login(body.username, body.password, client()))
+
+
+@bp.post("/refresh")
+@documented(body=RefreshRequest, ok=(200, TokenResponse), errors=(*_BODY_ERRORS, 401), tag="auth")
+def refresh() -> Response:
+    """Rotate a refresh token: a new pair; the old token stays usable for the grace window only.
+
+    The refresh token travels in `Authorization: Bearer`, the JSON `refresh_token` field, or
+    the refresh cookie in cookie mode.
+    """
+    body = parse_body(RefreshRequest, optional=True)
+    locations = ["headers"]
+    if body is not None and body.refresh_token:
+        locations.append("json")
+    if "cookies" in runtime().settings.token_location:
+        locations.append("cookies")
+    verify_jwt_in_request(refresh=True, locations=locations)
+    claims = get_jwt()
+    result = services.refresh(uuid.UUID(claims["sid"]), claims["gen"], client())
+    return token_response(result)
+
+
+@bp.post("/logout")
+@documented(body=LogoutRequest, ok=(204, None), errors=(*_BODY_ERRORS, 401), auth=True, tag="auth")
+@jwt_required(verify_type=False)
+def logout() -> Response:
+    """Revoke this session (`local`), every session (`global`) or every other one (`others`)."""
+    body = parse_body(LogoutRequest, optional=True)
+    services.logout(access_context(), body.scope if body is not None else "local")
+    return Response(status=204)

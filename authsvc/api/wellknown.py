@@ -1,0 +1,58 @@
+"""What a downstream service needs to verify tokens: the JWK Set and the discovery document."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, json
+
+from ..config import SIGNING_ALGORITHMS
+from ..runtime import runtime
+from ..schemas import Discovery, JwkSet
+from .common import documented
+
+bp = Blueprint("wellknown", __name__, url_prefix="/.well-known")
+
+
+def _cacheable(payload: object) -> Response:
+    response = Response(json.dumps(payload), mimetype="application/json")
+    response.headers["Cache-Control"] = f"public, max-age={runtime().settings.jwks_max_age}"
+    return response
+
+
+@bp.get("/jwks.json")
+@documented(ok=(200, JwkSet), tag="discovery")
+def jwks() -> Response:
+    """The public keys that verify our tokens: next, active and retired ones. Never private parts."""
+    return _cacheable(runtime().keyring.jwks())
+
+
+@bp.get("/openid-configuration")
+@documented(ok=(200, Discovery), tag="discovery")
+def discovery() -> Response:
+    """Everything a verifier needs from the issuer URL alone."""
+    settings = runtime().settings
+    issuer = settings.issuer
+    algorithms = sorted({settings.signing_alg, *(key["alg"] for key in runtime().keyring.jwks()["keys"])})
+    return _cacheable(
+        {
+            "issuer": issuer,
+            "jwks_uri": f"{issuer}/.well-known/jwks.json",
+            # authsvc issues no ID tokens; OIDC verifier libraries read this field to pin the
+            # algorithms of the issuer's JWTs, which are our access tokens.
+            "id_token_signing_alg_values_supported": algorithms,
+            "access_token_signing_alg_values_supported": algorithms,
+            "access_token_audience": list(settings.audience),
+            "access_token_type": "at+jwt",
+            "signup_endpoint": f"{issuer}/signup",
+            "login_endpoint": f"{issuer}/login",
+            "refresh_endpoint": f"{issuer}/refresh",
+            "logout_endpoint": f"{issuer}/logout",
+            "userinfo_endpoint": f"{issuer}/me",
+            "sessions_endpoint": f"{issuer}/sessions",
+            "access_token_lifetime": settings.access_token_ttl,
+            "refresh_token_lifetime": settings.refresh_token_ttl,
+            "session_max_age": settings.session_max_age,
+            "verification_leeway": settings.leeway,
+            "jwks_max_age": settings.jwks_max_age,
+            "supported_signing_algorithms": list(SIGNING_ALGORITHMS),
+        }
+    )

@@ -1,0 +1,343 @@
+"""Settings from the environment, validated once at start-up.
+
+Every variable the service reads is parsed here and nowhere else. A bad value raises
+:class:`ConfigError` naming the variable, so a misconfigured deployment stops at start instead
+of misbehaving later.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+SIGNING_ALGORITHMS = ("ES256", "RS256", "EdDSA")
+TOKEN_LOCATIONS = ("headers", "cookies", "json", "query_string")
+ENVIRONMENTS = ("production", "development")
+MIN_SECRET_LENGTH = 32
+MAX_LEEWAY = 60
+
+_RATE_LIMIT = re.compile(r"^\s*\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day)s?\s*$", re.I)
+
+
+class ConfigError(ValueError):
+    """A configuration variable is missing or invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    secret_key: str
+    issuer: str
+    audience: tuple[str, ...]
+    database_url: str
+    redis_url: str | None
+    signing_alg: str
+    access_token_ttl: int
+    refresh_token_ttl: int
+    session_max_age: int
+    refresh_reuse_grace: int
+    leeway: int
+    key_rotation_days: int
+    password_min_length: int
+    password_max_length: int
+    argon2_memory_kib: int
+    argon2_time_cost: int
+    argon2_parallelism: int
+    ratelimit_enabled: bool
+    ratelimit_login_username: str
+    ratelimit_login_address: str
+    ratelimit_signup_address: str
+    ratelimit_refresh_address: str
+    jwks_max_age: int
+    trusted_proxies: int
+    token_location: tuple[str, ...]
+    cors_origins: tuple[str, ...]
+    introspection_clients: Mapping[str, str] = field(repr=False)
+    breached_password_api: str | None
+    db_pool_size: int
+    instance_path: str
+
+    @property
+    def development(self) -> bool:
+        return self.env == "development"
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+# Variables create_app(overrides=...) accepts; anything else is a typo and is refused.
+KNOWN_VARIABLES = frozenset(
+    {
+        "AUTHSVC_ENV",
+        "AUTHSVC_SECRET_KEY",
+        "AUTHSVC_ISSUER",
+        "AUTHSVC_AUDIENCE",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "AUTHSVC_SIGNING_ALG",
+        "AUTHSVC_ACCESS_TOKEN_TTL",
+        "AUTHSVC_REFRESH_TOKEN_TTL",
+        "AUTHSVC_SESSION_MAX_AGE",
+        "AUTHSVC_REFRESH_REUSE_GRACE",
+        "AUTHSVC_LEEWAY",
+        "AUTHSVC_KEY_ROTATION_DAYS",
+        "AUTHSVC_PASSWORD_MIN_LENGTH",
+        "AUTHSVC_PASSWORD_MAX_LENGTH",
+        "AUTHSVC_ARGON2_MEMORY_KIB",
+        "AUTHSVC_ARGON2_TIME_COST",
+        "AUTHSVC_ARGON2_PARALLELISM",
+        "AUTHSVC_RATELIMIT_ENABLED",
+        "AUTHSVC_RATELIMIT_LOGIN_USERNAME",
+        "AUTHSVC_RATELIMIT_LOGIN_ADDRESS",
+        "AUTHSVC_RATELIMIT_SIGNUP_ADDRESS",
+        "AUTHSVC_RATELIMIT_REFRESH_ADDRESS",
+        "AUTHSVC_JWKS_MAX_AGE",
+        "AUTHSVC_TRUSTED_PROXIES",
+        "AUTHSVC_TOKEN_LOCATION",
+        "AUTHSVC_CORS_ORIGINS",
+        "AUTHSVC_INTROSPECTION_CLIENTS",
+        "AUTHSVC_BREACHED_PASSWORD_API",
+        "AUTHSVC_DB_POOL_SIZE",
+    }
+)
+
+
+class _Reader:
+    """Reads raw strings from the merged environment and converts them, naming the variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def raw(self, name: str) -> str | None:
+        value = self.environ.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def string(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+        text = self.raw(name)
+        if text is None:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+            raise ConfigError(f"{name} must be {bound}, got {value}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        text = self.raw(name)
+        if text is None:
+            return default
+        lowered = text.lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{name} must be true or false, got {text!r}")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.string(name, default)
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def csv(self, name: str) -> tuple[str, ...]:
+        text = self.raw(name)
+        if text is None:
+            return ()
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+
+    def rate_limit(self, name: str, default: str) -> str:
+        value = self.string(name, default)
+        for part in value.split(";"):
+            if not _RATE_LIMIT.match(part):
+                raise ConfigError(f"{name} must look like '10/minute;100/hour', got {value!r}")
+        return value
+
+
+def _url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{name} must not have a query or fragment, got {value!r}")
+    return value.rstrip("/")
+
+
+def _weak_secret(secret: str) -> bool:
+    if len(secret) < MIN_SECRET_LENGTH:
+        return True
+    # A long string of one or two repeated characters is long but guessable.
+    return len(set(secret)) < 8
+
+
+def _development_secret(instance_path: str) -> str:
+    """The secret kept in the instance folder, created on first start (development only)."""
+    path = Path(instance_path) / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    # Create with 0600 so the generated secret is never world-readable.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    return secret
+
+
+def _introspection_clients(name: str, values: tuple[str, ...]) -> dict[str, str]:
+    clients: dict[str, str] = {}
+    for entry in values:
+        client_id, sep, secret = entry.partition(":")
+        if not sep or not client_id or not secret:
+            raise ConfigError(f"{name} entries must be 'id:secret', got an entry without one")
+        clients[client_id] = secret
+    return clients
+
+
+def load_settings(
+    instance_path: str,
+    overrides: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build :class:`Settings` from ``environ`` (default ``os.environ``) with ``overrides`` on top."""
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - KNOWN_VARIABLES)
+    if unknown:
+        raise ConfigError(f"unknown configuration variable(s): {', '.join(unknown)}")
+    merged = {**(os.environ if environ is None else environ), **overrides}
+    read = _Reader({key: str(value) for key, value in merged.items()})
+
+    env = read.choice("AUTHSVC_ENV", "production", ENVIRONMENTS)
+    development = env == "development"
+
+    secret_key = read.raw("AUTHSVC_SECRET_KEY")
+    if secret_key is None:
+        if not development:
+            raise ConfigError(
+                "AUTHSVC_SECRET_KEY is required outside development: set it to a random string of "
+                f"at least {MIN_SECRET_LENGTH} characters (e.g. `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))'`)"
+            )
+        secret_key = _development_secret(instance_path)
+    elif _weak_secret(secret_key) and not development:
+        raise ConfigError(
+            f"AUTHSVC_SECRET_KEY is too weak: use a random string of at least "
+            f"{MIN_SECRET_LENGTH} characters"
+        )
+
+    issuer_raw = read.raw("AUTHSVC_ISSUER")
+    if issuer_raw is None:
+        if not development:
+            raise ConfigError(
+                "AUTHSVC_ISSUER is required outside development: the public base URL of this "
+                "service, e.g. https://auth.example.com"
+            )
+        issuer_raw = "http://localhost:8000"
+    issuer = _url("AUTHSVC_ISSUER", issuer_raw)
+
+    audience = read.csv("AUTHSVC_AUDIENCE") or ("authsvc",)
+    if issuer in audience:
+        # Refresh tokens carry the issuer as their audience; an access audience equal to it
+        # would let a refresh token pass a downstream audience check.
+        raise ConfigError("AUTHSVC_AUDIENCE must not contain the issuer URL")
+
+    token_location = read.csv("AUTHSVC_TOKEN_LOCATION") or ("headers",)
+    for location in token_location:
+        if location not in TOKEN_LOCATIONS:
+            raise ConfigError(
+                f"AUTHSVC_TOKEN_LOCATION entries must be among {', '.join(TOKEN_LOCATIONS)}, "
+                f"got {location!r}"
+            )
+    if "headers" not in token_location:
+        raise ConfigError("AUTHSVC_TOKEN_LOCATION must include headers")
+
+    database_url = read.string("DATABASE_URL", f"sqlite:///{Path(instance_path) / 'authsvc.db'}")
+    if database_url.startswith("postgres://"):
+        database_url = "postgresql://" + database_url.removeprefix("postgres://")
+    if database_url.startswith("postgresql://"):
+        # psycopg 3 is the driver the service ships with.
+        database_url = "postgresql+psycopg://" + database_url.removeprefix("postgresql://")
+    if not (database_url.startswith("sqlite") or database_url.startswith("postgresql+psycopg")):
+        raise ConfigError(f"DATABASE_URL must be a sqlite:// or postgresql:// URL, got a {database_url.split(':')[0]!r} URL")
+
+    redis_url = read.raw("REDIS_URL")
+    if redis_url is not None and urlsplit(redis_url).scheme not in {"redis", "rediss", "unix"}:
+        raise ConfigError("REDIS_URL must be a redis://, rediss:// or unix:// URL")
+
+    breached_api = read.raw("AUTHSVC_BREACHED_PASSWORD_API")
+    if breached_api is not None:
+        breached_api = _url("AUTHSVC_BREACHED_PASSWORD_API", breached_api)
+
+    access_ttl = read.integer("AUTHSVC_ACCESS_TOKEN_TTL", 900, minimum=1)
+    refresh_ttl = read.integer("AUTHSVC_REFRESH_TOKEN_TTL", 2_592_000, minimum=1)
+    session_max_age = read.integer("AUTHSVC_SESSION_MAX_AGE", 7_776_000, minimum=1)
+    if refresh_ttl > session_max_age:
+        raise ConfigError("AUTHSVC_REFRESH_TOKEN_TTL must not exceed AUTHSVC_SESSION_MAX_AGE")
+
+    min_length = read.integer("AUTHSVC_PASSWORD_MIN_LENGTH", 12, minimum=8, maximum=1024)
+    max_length = read.integer("AUTHSVC_PASSWORD_MAX_LENGTH", 128, minimum=8, maximum=1024)
+    if min_length > max_length:
+        raise ConfigError("AUTHSVC_PASSWORD_MIN_LENGTH must not exceed AUTHSVC_PASSWORD_MAX_LENGTH")
+
+    parallelism = read.integer("AUTHSVC_ARGON2_PARALLELISM", 1, minimum=1, maximum=64)
+    memory = read.integer("AUTHSVC_ARGON2_MEMORY_KIB", 19_456, minimum=8, maximum=4_194_304)
+    if memory < 8 * parallelism:
+        raise ConfigError("AUTHSVC_ARGON2_MEMORY_KIB must be at least 8 x AUTHSVC_ARGON2_PARALLELISM")
+
+    return Settings(
+        env=env,
+        secret_key=secret_key,
+        issuer=issuer,
+        audience=audience,
+        database_url=database_url,
+        redis_url=redis_url,
+        signing_alg=read.choice("AUTHSVC_SIGNING_ALG", "ES256", SIGNING_ALGORITHMS),
+        access_token_ttl=access_ttl,
+        refresh_token_ttl=refresh_ttl,
+        session_max_age=session_max_age,
+        refresh_reuse_grace=read.integer("AUTHSVC_REFRESH_REUSE_GRACE", 10, maximum=300),
+        leeway=read.integer("AUTHSVC_LEEWAY", 10, maximum=MAX_LEEWAY),
+        key_rotation_days=read.integer("AUTHSVC_KEY_ROTATION_DAYS", 30),
+        password_min_length=min_length,
+        password_max_length=max_length,
+        argon2_memory_kib=memory,
+        argon2_time_cost=read.integer("AUTHSVC_ARGON2_TIME_COST", 2, minimum=1, maximum=100),
+        argon2_parallelism=parallelism,
+        ratelimit_enabled=read.boolean("AUTHSVC_RATELIMIT_ENABLED", True),
+        ratelimit_login_username=read.rate_limit(
+            "AUTHSVC_RATELIMIT_LOGIN_USERNAME", "10/minute;100/hour"
+        ),
+        ratelimit_login_address=read.rate_limit("AUTHSVC_RATELIMIT_LOGIN_ADDRESS", "30/minute"),
+        ratelimit_signup_address=read.rate_limit("AUTHSVC_RATELIMIT_SIGNUP_ADDRESS", "10/minute"),
+        ratelimit_refresh_address=read.rate_limit("AUTHSVC_RATELIMIT_REFRESH_ADDRESS", "60/minute"),
+        jwks_max_age=read.integer("AUTHSVC_JWKS_MAX_AGE", 300, maximum=86_400),
+        trusted_proxies=read.integer("AUTHSVC_TRUSTED_PROXIES", 0, maximum=10),
+        token_location=token_location,
+        cors_origins=read.csv("AUTHSVC_CORS_ORIGINS"),
+        introspection_clients=_introspection_clients(
+            "AUTHSVC_INTROSPECTION_CLIENTS", read.csv("AUTHSVC_INTROSPECTION_CLIENTS")
+        ),
+        breached_password_api=breached_api,
+        db_pool_size=read.integer("AUTHSVC_DB_POOL_SIZE", 10, minimum=1, maximum=200),
+        instance_path=instance_path,
+    )
+
+
+def remaining_seconds(seconds: float) -> int:
+    """Round a remaining duration up, so a Retry-After or TTL is never zero too early."""
+    return max(1, math.ceil(seconds))

@@ -1,0 +1,173 @@
+"""Domain errors and their problem+json responses (RFC 9457), mapped in this one place."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+
+from flask import Flask, Response, json
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("authsvc.errors")
+
+PROBLEM_JSON = "application/problem+json"
+BEARER_REALM = 'Bearer realm="authsvc"'
+INVALID_TOKEN_CHALLENGE = 'Bearer realm="authsvc", error="invalid_token"'
+# How long a client should wait before retrying while the database or Redis is unreachable.
+UNAVAILABLE_RETRY_AFTER = 5
+
+_CODES_BY_STATUS = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+class AuthsvcError(Exception):
+    """Base of every error a client may see. Subclasses set status and code."""
+
+    status: int = 400
+    code: str = "invalid_request"
+    detail: str = "The request is invalid."
+
+    def __init__(self, detail: str | None = None, *, headers: Mapping[str, str] | None = None):
+        super().__init__(detail or self.detail)
+        self.detail = detail or self.detail
+        self.headers = dict(headers or {})
+
+    def response(self) -> Response:
+        return problem(self.status, self.code, self.detail, self.headers)
+
+
+class InvalidRequest(AuthsvcError):
+    status, code = 400, "invalid_request"
+
+
+class UnsupportedMediaType(AuthsvcError):
+    status, code = 415, "unsupported_media_type"
+    detail = "The request body must be JSON (Content-Type: application/json)."
+
+
+class InvalidUsername(AuthsvcError):
+    status, code = 400, "invalid_username"
+
+
+class WeakPassword(AuthsvcError):
+    status, code = 400, "weak_password"
+
+
+class UsernameTaken(AuthsvcError):
+    status, code = 409, "username_taken"
+    detail = "That username is already taken."
+
+
+class InvalidCredentials(AuthsvcError):
+    status, code = 401, "invalid_credentials"
+    detail = "The username or password is incorrect."
+
+
+class InvalidToken(AuthsvcError):
+    status, code = 401, "invalid_token"
+    detail = "The token is invalid."
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": INVALID_TOKEN_CHALLENGE})
+
+
+class TokenRevoked(InvalidToken):
+    code = "token_revoked"
+    detail = "The token has been revoked."
+
+
+class MissingToken(AuthsvcError):
+    status, code = 401, "missing_token"
+    detail = "This endpoint needs a bearer token."
+
+    def __init__(self, detail: str | None = None) -> None:
+        # RFC 6750 §3.1: no error parameter when the request carried no credentials.
+        super().__init__(detail, headers={"WWW-Authenticate": BEARER_REALM})
+
+
+class InvalidCsrf(AuthsvcError):
+    status, code = 401, "invalid_csrf"
+    detail = "The CSRF token is missing or does not match."
+
+
+class NotFound(AuthsvcError):
+    status, code = 404, "not_found"
+    detail = "No such resource."
+
+
+class Unavailable(AuthsvcError):
+    status, code = 503, "unavailable"
+    detail = "A backing service is unavailable; try again shortly."
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
+
+
+def problem(
+    status: int, code: str, detail: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    """A problem+json response with a stable ``code``."""
+    body = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+    response.headers.update(headers or {})
+    return response
+
+
+def _http_exception(error: HTTPException) -> Response:
+    status = error.code or 500
+    code = _CODES_BY_STATUS.get(status, "http_error")
+    detail = {
+        404: "No such resource.",
+        405: "That method is not allowed on this resource.",
+        413: "The request body is too large.",
+    }.get(status, HTTPStatus(status).description)
+    headers: dict[str, str] = {}
+    if status == 405 and getattr(error, "valid_methods", None):
+        headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+    return problem(status, code, detail, headers)
+
+
+def _unavailable(error: Exception) -> Response:
+    # Fail closed: a store we cannot reach means no answer, never an unchecked yes.
+    log.warning("backing service unavailable: %s", type(error).__name__)
+    return Unavailable().response()
+
+
+def _database_error(error: DBAPIError) -> Response:
+    if isinstance(error, OperationalError) or error.connection_invalidated:
+        return _unavailable(error)
+    return _internal(error)
+
+
+def _internal(error: Exception) -> Response:
+    log.exception("unhandled error")
+    return problem(500, "internal_error", "An unexpected error occurred.")
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(AuthsvcError, lambda error: error.response())
+    app.register_error_handler(HTTPException, _http_exception)
+    app.register_error_handler(DBAPIError, _database_error)
+    app.register_error_handler(PoolTimeoutError, _unavailable)
+    app.register_error_handler(RedisError, _unavailable)
+    app.register_error_handler(Exception, _internal)

@@ -1,0 +1,134 @@
+"""Request ids, JSON log lines (one per request and per security event) and Prometheus metrics.
+
+Log lines never carry a password or a whole token: only ids, routes, statuses and reasons.
+Metrics use prometheus_client's multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set (as
+gunicorn.conf.py does), so counts are summed across workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, has_request_context, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+REQUESTS = Counter(
+    "authsvc_http_requests_total", "HTTP requests by endpoint and status.", ["endpoint", "method", "status"]
+)
+LATENCY = Histogram(
+    "authsvc_http_request_duration_seconds",
+    "HTTP request latency by endpoint.",
+    ["endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+SECURITY_EVENTS = Counter(
+    "authsvc_security_events_total", "Security events (login_failed, refresh_reuse_detected, ...).", ["event"]
+)
+
+request_log = logging.getLogger("authsvc.request")
+security_log = logging.getLogger("authsvc.security")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            entry.update(fields)
+        else:
+            entry["message"] = record.getMessage()
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["exception"] = record.exc_info[0].__name__
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging() -> None:
+    """JSON lines on stderr for the authsvc loggers (idempotent)."""
+    logger = logging.getLogger("authsvc")
+    if any(getattr(handler, "authsvc", False) for handler in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler.authsvc = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def current_request_id() -> str | None:
+    return g.get("request_id") if has_request_context() else None
+
+
+def security_event(event: str, **fields: Any) -> None:
+    SECURITY_EVENTS.labels(event=event).inc()
+    security_log.info(
+        event, extra={"fields": {"event": event, "request_id": current_request_id(), **fields}}
+    )
+
+
+def _before_request() -> None:
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    g.request_started = time.perf_counter()
+
+
+def _after_request(response: Response) -> Response:
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    started = g.get("request_started")
+    duration = time.perf_counter() - started if started is not None else 0.0
+    endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    REQUESTS.labels(endpoint=endpoint, method=request.method, status=str(response.status_code)).inc()
+    LATENCY.labels(endpoint=endpoint).observe(duration)
+    request_log.info(
+        "request",
+        extra={
+            "fields": {
+                "event": "request",
+                "request_id": g.get("request_id"),
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round(duration * 1000, 2),
+                "remote_addr": request.remote_addr,
+            }
+        },
+    )
+    return response
+
+
+def register_observability(app: Flask) -> None:
+    configure_logging()
+    app.before_request(_before_request)
+    app.after_request(_after_request)
+
+
+def metrics_response() -> Response:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        payload = generate_latest(registry)
+    else:
+        payload = generate_latest()
+    return Response(payload, mimetype=CONTENT_TYPE_LATEST)

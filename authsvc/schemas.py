@@ -1,0 +1,111 @@
+"""pydantic models for request bodies and responses; /openapi.json is generated from them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .models import User
+
+# Generous structural bounds; the configured limits (password length, username rules) are
+# checked by the services with their own error codes.
+_MAX_FIELD = 1024
+_MAX_TOKEN = 8192
+
+
+class StrictModel(BaseModel):
+    # Unknown fields and coerced types are client errors (400), never silently accepted.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Credentials(StrictModel):
+    username: str = Field(max_length=_MAX_FIELD, examples=["alice@example.com"])
+    password: str = Field(max_length=_MAX_FIELD, examples=["correct horse battery staple"])
+
+
+class RefreshRequest(StrictModel):
+    refresh_token: str | None = Field(default=None, max_length=_MAX_TOKEN)
+
+
+class LogoutRequest(StrictModel):
+    scope: Literal["local", "global", "others"] = "local"
+
+
+class PasswordChange(StrictModel):
+    current_password: str = Field(max_length=_MAX_FIELD)
+    new_password: str = Field(max_length=_MAX_FIELD)
+
+
+class UserOut(BaseModel):
+    id: str
+    username: str
+    roles: list[str]
+    created_at: datetime
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+    user: UserOut | None = None
+
+
+class SessionOut(BaseModel):
+    id: str
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    user_agent: str | None
+    ip: str | None
+    current: bool
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionOut]
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with a stable machine-readable ``code``."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str
+
+
+class Jwk(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kty: str
+    kid: str
+    use: str
+    alg: str
+    crv: str | None = None
+    x: str | None = None
+    y: str | None = None
+    n: str | None = None
+    e: str | None = None
+
+
+class JwkSet(BaseModel):
+    keys: list[Jwk]
+
+
+class Discovery(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    issuer: str
+    jwks_uri: str
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = {}
+
+
+def user_out(user: User) -> UserOut:
+    return UserOut(
+        id=str(user.id), username=user.username, roles=list(user.roles or []), created_at=user.created_at
+    )

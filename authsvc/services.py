@@ -1,0 +1,262 @@
+"""Account and session operations: plain arguments in, domain errors out; each owns its transaction.
+
+Nothing here touches ``request``. Password hashing always happens outside a transaction, so a
+database connection (and SQLite's write lock) is never held for the length of an argon2 run.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from . import usernames
+from .database import write_transaction
+from .errors import InvalidCredentials, InvalidRequest, NotFound, TokenRevoked, UsernameTaken
+from .extensions import db
+from .models import Session, User, utcnow
+from .observability import security_event
+from .runtime import runtime
+from .tokens import TokenPair, issue_pair
+
+LogoutScope = Literal["local", "global", "others"]
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who is calling, as the view saw it; stored on the session for GET /sessions."""
+
+    user_agent: str | None
+    ip: str | None
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    user: User
+    session: Session
+    tokens: TokenPair
+
+
+@dataclass(frozen=True)
+class AccessContext:
+    """What a verified access (or refresh) token says about the caller."""
+
+    user: User
+    session_id: uuid.UUID
+    jti: str
+    token_type: str
+    expires_at: datetime
+
+
+def _new_session(user: User, client: Client) -> Session:
+    now = utcnow()
+    session = Session(
+        id=uuid.uuid4(),
+        user_id=user.id,
+        generation=0,
+        created_at=now,
+        rotated_at=now,
+        last_used_at=now,
+        expires_at=now + timedelta(seconds=runtime().settings.session_max_age),
+        user_agent=client.user_agent,
+        ip=client.ip,
+    )
+    db.session.add(session)
+    return session
+
+
+def _revoke_sessions(where: list, reason: str) -> int:
+    result = db.session.execute(
+        update(Session)
+        .where(Session.revoked_at.is_(None), *where)
+        .values(revoked_at=utcnow(), revoked_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
+
+
+def signup(username: str, password: str, client: Client) -> AuthResult:
+    rt = runtime()
+    normalized = usernames.validate(username)
+    checked = rt.password_policy.check(password, username=normalized)
+    password_hash = rt.hasher.hash(checked)
+    try:
+        with write_transaction():
+            user = User(id=uuid.uuid4(), username=normalized, password_hash=password_hash, roles=[])
+            db.session.add(user)
+            # The unique index on the normalised username decides, not a prior lookup: of many
+            # parallel signups for one name exactly one insert succeeds.
+            db.session.flush()
+            session = _new_session(user, client)
+    except IntegrityError:
+        raise UsernameTaken() from None
+    security_event("signup", user_id=str(user.id), session_id=str(session.id))
+    return AuthResult(user, session, issue_pair(user, session, fresh=True))
+
+
+def login(username: str, password: str, client: Client) -> AuthResult:
+    rt = runtime()
+    if len(username) > usernames.MAX_LENGTH or len(password) > rt.settings.password_max_length:
+        raise InvalidRequest("The username or password is too long.")
+    user = db.session.scalar(select(User).where(User.username == usernames.normalize(username)))
+    if user is None:
+        # Same work, same answer as a wrong password: no way to tell which usernames exist.
+        rt.hasher.dummy_verify(password)
+        security_event("login_failed", user_id=None, reason="unknown_user")
+        raise InvalidCredentials()
+    ok, new_hash = rt.hasher.verify_and_update(password, user.password_hash)
+    if not ok or not user.is_active:
+        security_event(
+            "login_failed", user_id=str(user.id), reason="disabled" if ok else "wrong_password"
+        )
+        raise InvalidCredentials()
+    with write_transaction():
+        if new_hash is not None:
+            # The hash parameters changed (or a legacy scheme): upgrade while we hold the password.
+            db.session.execute(
+                update(User).where(User.id == user.id).values(password_hash=new_hash)
+            )
+        session = _new_session(user, client)
+    security_event("login", user_id=str(user.id), session_id=str(session.id))
+    return AuthResult(user, session, issue_pair(user, session, fresh=True))
+
+
+def refresh(session_id: uuid.UUID, generation: int, client: Client) -> AuthResult:
+    """Rotate the session named by a verified refresh token (DESIGN §3, rotation and reuse).
+
+    Current generation: bump it with one conditional UPDATE (of N concurrent callers exactly one
+    matches). Previous generation within the grace window: re-issue for the current one. Anything
+    else is reuse of a stolen or replayed token: the whole session is revoked.
+    """
+    settings = runtime().settings
+    now = utcnow()
+    reuse_detected = False
+    with write_transaction():
+        bumped = db.session.execute(
+            update(Session)
+            .where(
+                Session.id == session_id,
+                Session.generation == generation,
+                Session.revoked_at.is_(None),
+                Session.expires_at > now,
+            )
+            .values(
+                generation=generation + 1,
+                rotated_at=now,
+                last_used_at=now,
+                user_agent=client.user_agent,
+                ip=client.ip,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        row = db.session.execute(
+            select(Session, User)
+            .join(User)
+            .where(Session.id == session_id)
+            .execution_options(populate_existing=True)
+        ).first()
+        if row is None:
+            raise TokenRevoked()
+        session, user = row
+        if not bumped:
+            if session.revoked_at is not None or session.expires_at <= now or not user.is_active:
+                raise TokenRevoked()
+            in_grace = now - session.rotated_at <= timedelta(seconds=settings.refresh_reuse_grace)
+            if generation == session.generation - 1 and in_grace:
+                pass  # a concurrent tab or a lost response: same generation again, no bump.
+            else:
+                reuse_detected = True
+                _revoke_sessions([Session.id == session_id], "reuse_detected")
+        elif not user.is_active:
+            raise TokenRevoked()
+    if reuse_detected:
+        security_event(
+            "refresh_reuse_detected",
+            user_id=str(user.id),
+            session_id=str(session_id),
+            presented_generation=generation,
+            current_generation=session.generation,
+        )
+        raise TokenRevoked("The refresh token was already used; the session has been revoked.")
+    return AuthResult(user, session, issue_pair(user, session, fresh=False))
+
+
+def logout(context: AccessContext, scope: LogoutScope) -> None:
+    rt = runtime()
+    user_id = context.user.id
+    with write_transaction():
+        if scope == "local":
+            where = [Session.id == context.session_id]
+        elif scope == "global":
+            where = [Session.user_id == user_id]
+        else:
+            where = [Session.user_id == user_id, Session.id != context.session_id]
+        count = _revoke_sessions(where, f"logout_{scope}")
+        deny = scope != "others" and context.token_type == "access"
+        if deny and not rt.settings.redis_url:
+            rt.denylist.add(context.jti, _deny_until(context.expires_at))
+    # Redis after the database commit: the session row is the authority, the denylist a second
+    # line; a Redis failure here surfaces as 503 with the session already revoked.
+    if deny and rt.settings.redis_url:
+        rt.denylist.add(context.jti, _deny_until(context.expires_at))
+    security_event("sessions_revoked", user_id=str(user_id), scope=scope, count=count)
+
+
+def _deny_until(expires_at: datetime) -> datetime:
+    # Tokens are accepted up to `leeway` seconds past exp; keep the entry that long too.
+    return expires_at + timedelta(seconds=runtime().settings.leeway)
+
+
+def change_password(context: AccessContext, current_password: str, new_password: str) -> None:
+    rt = runtime()
+    user = db.session.get(User, context.user.id, populate_existing=True)
+    if user is None:
+        raise TokenRevoked()
+    if len(current_password) > rt.settings.password_max_length:
+        raise InvalidCredentials()
+    ok, _ = rt.hasher.verify_and_update(current_password, user.password_hash)
+    if not ok:
+        security_event("password_change_failed", user_id=str(user.id))
+        raise InvalidCredentials("The current password is incorrect.")
+    checked = rt.password_policy.check(new_password, username=user.username)
+    new_hash = rt.hasher.hash(checked)
+    with write_transaction():
+        db.session.execute(update(User).where(User.id == user.id).values(password_hash=new_hash))
+        count = _revoke_sessions(
+            [Session.user_id == user.id, Session.id != context.session_id], "password_changed"
+        )
+    security_event("password_changed", user_id=str(user.id), sessions_revoked=count)
+
+
+def list_sessions(user_id: uuid.UUID) -> list[Session]:
+    now = utcnow()
+    return list(
+        db.session.scalars(
+            select(Session)
+            .where(Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now)
+            .order_by(Session.created_at.desc())
+        )
+    )
+
+
+def session_expires_at(session: Session) -> datetime:
+    """When the session dies if left alone: its refresh token's expiry, capped by its max age."""
+    idle_expiry = session.rotated_at + timedelta(seconds=runtime().settings.refresh_token_ttl)
+    return min(idle_expiry, session.expires_at)
+
+
+def revoke_session(user_id: uuid.UUID, session_id: uuid.UUID) -> None:
+    with write_transaction():
+        owned = db.session.scalar(
+            select(Session.id).where(Session.id == session_id, Session.user_id == user_id)
+        )
+        if owned is None:
+            # Someone else's session and a missing one look the same.
+            raise NotFound("No such session.")
+        count = _revoke_sessions([Session.id == session_id], "revoked_by_user")
+    if count:
+        security_event("sessions_revoked", user_id=str(user_id), scope="one", count=count)

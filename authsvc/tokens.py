@@ -1,0 +1,227 @@
+"""Issuing token pairs, and the flask-jwt-extended callbacks that verify and revoke them.
+
+Access token (RFC 9068): header ``typ: at+jwt`` and ``kid``; claims iss, aud, sub, iat, nbf, exp,
+jti, sid, roles, type=access, fresh. Refresh token: the same keys, ``type: refresh``, ``sid`` and
+the session generation ``gen``, and ``aud`` = the issuer, so no downstream service that checks
+``aud`` or ``typ`` can take it for an access token.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import Response, g
+from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token
+from jwt.exceptions import InvalidAlgorithmError, InvalidTokenError
+from sqlalchemy import select
+
+from .config import SIGNING_ALGORITHMS, Settings
+from .errors import InvalidCsrf, InvalidToken, MissingToken, TokenRevoked
+from .extensions import db
+from .keys import PublicKey
+from .models import Session, User, utcnow
+from .runtime import runtime
+
+ACCESS_TYP = "at+jwt"
+REFRESH_TYP = "JWT"
+_REQUIRED_CLAIMS = ("iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "type")
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    refresh_expires_at: datetime
+
+
+def issue_pair(user: User, session: Session, *, fresh: bool) -> TokenPair:
+    """Sign an access token and a refresh token for ``session`` at its current generation."""
+    rt = runtime()
+    settings = rt.settings
+    key = rt.keyring.signing_key()
+    # encode_key_loader reads the key chosen here, so the kid header and the signature agree
+    # even if another thread rotates the cached key meanwhile.
+    g.authsvc_signing_key = key
+    identity = str(user.id)
+    sid = str(session.id)
+    now = utcnow()
+    refresh_expires_at = min(now + timedelta(seconds=settings.refresh_token_ttl), session.expires_at)
+    access = create_access_token(
+        identity=identity,
+        fresh=fresh,
+        expires_delta=timedelta(seconds=settings.access_token_ttl),
+        additional_claims={"sid": sid, "roles": list(user.roles or [])},
+        additional_headers={"kid": key.kid, "typ": ACCESS_TYP},
+    )
+    refresh = create_refresh_token(
+        identity=identity,
+        expires_delta=refresh_expires_at - now,
+        additional_claims={"sid": sid, "gen": session.generation, "aud": settings.issuer},
+        additional_headers={"kid": key.kid, "typ": REFRESH_TYP},
+    )
+    return TokenPair(access, refresh, settings.access_token_ttl, refresh_expires_at)
+
+
+def check_token_shape(header: dict[str, Any], claims: dict[str, Any]) -> None:
+    """Reject, before the signature is checked, anything that is not exactly one of our tokens.
+
+    Runs on unverified data, so it can only refuse more, never accept more: the signature, exp,
+    nbf, iat, iss and aud are then verified by PyJWT.
+    """
+    settings = runtime().settings
+    missing = [claim for claim in _REQUIRED_CLAIMS if claim not in claims]
+    if missing:
+        raise InvalidTokenError("missing claims")
+    if not isinstance(claims["sub"], str) or not isinstance(claims["jti"], str):
+        raise InvalidTokenError("bad sub or jti")
+    try:
+        uuid.UUID(str(claims["sid"]))
+    except ValueError:
+        raise InvalidTokenError("bad sid") from None
+    audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+    if claims["type"] == "access":
+        if header.get("typ") != ACCESS_TYP:
+            raise InvalidTokenError("wrong typ")
+        if settings.issuer in audiences or not set(audiences) & set(settings.audience):
+            raise InvalidTokenError("wrong audience")
+    elif claims["type"] == "refresh":
+        if audiences != [settings.issuer] or type(claims.get("gen")) is not int:
+            raise InvalidTokenError("wrong audience or generation")
+    else:
+        raise InvalidTokenError("unknown token type")
+
+
+def verification_key(header: dict[str, Any], claims: dict[str, Any]) -> PublicKey:
+    """flask-jwt-extended's decode_key_loader: the key named by ``kid``, algorithm pinned to it.
+
+    ``jku``, ``x5u``, ``jwk`` and ``x5c`` headers are never read: keys come from our table only.
+    """
+    check_token_shape(header, claims)
+    kid = header.get("kid")
+    if not isinstance(kid, str):
+        raise InvalidTokenError("no kid")
+    key = runtime().keyring.verification_key(kid)
+    if key is None:
+        raise InvalidTokenError("unknown kid")
+    if header.get("alg") != key.alg:
+        raise InvalidAlgorithmError("algorithm does not match the key")
+    return key.public_key
+
+
+def load_session(claims: dict[str, Any]) -> tuple[Session, User] | None:
+    """The session and user a verified token names, cached on ``g`` for the request."""
+    cached = g.get("authsvc_principal")
+    if cached is not None and cached[0] == claims["jti"]:
+        return cached[1]
+    row = db.session.execute(
+        select(Session, User).join(User).where(Session.id == uuid.UUID(claims["sid"]))
+    ).first()
+    principal = (row[0], row[1]) if row is not None else None
+    g.authsvc_principal = (claims["jti"], principal)
+    return principal
+
+
+def is_revoked(_header: dict[str, Any], claims: dict[str, Any]) -> bool:
+    """flask-jwt-extended's token_in_blocklist_loader. Store errors propagate: fail closed (503)."""
+    principal = load_session(claims)
+    if principal is None:
+        return True
+    session, user = principal
+    if session.revoked_at is not None or session.expires_at <= utcnow() or not user.is_active:
+        return True
+    if str(user.id) != claims["sub"]:
+        return True
+    if claims["type"] == "access":
+        return runtime().denylist.contains(claims["jti"])
+    return False
+
+
+def current_principal(claims: dict[str, Any]) -> tuple[Session, User]:
+    principal = load_session(claims)
+    if principal is None:
+        raise TokenRevoked()
+    return principal
+
+
+def register_jwt_callbacks(jwt: JWTManager) -> None:
+    """Wire verification to our keys and revocation, and every failure to a 401 problem."""
+
+    @jwt.encode_key_loader
+    def _encode_key(_identity: Any) -> Any:
+        return g.authsvc_signing_key.private_key
+
+    jwt.decode_key_loader(verification_key)
+    jwt.token_in_blocklist_loader(is_revoked)
+
+    @jwt.user_lookup_loader
+    def _user(_header: dict[str, Any], claims: dict[str, Any]) -> User:
+        return current_principal(claims)[1]
+
+    # flask-jwt-extended answers 401/422 with its own bodies by default; every case here becomes
+    # a problem+json 401 with a WWW-Authenticate challenge.
+    @jwt.unauthorized_loader
+    def _missing(_reason: str) -> Response:
+        return MissingToken().response()
+
+    @jwt.invalid_token_loader
+    def _invalid(reason: str) -> Response:
+        if "CSRF" in reason:
+            return InvalidCsrf().response()
+        return InvalidToken().response()
+
+    @jwt.expired_token_loader
+    def _expired(_header: dict[str, Any], _claims: dict[str, Any]) -> Response:
+        return InvalidToken("The token has expired.").response()
+
+    @jwt.revoked_token_loader
+    def _revoked(_header: dict[str, Any], _claims: dict[str, Any]) -> Response:
+        return TokenRevoked().response()
+
+    @jwt.token_verification_failed_loader
+    def _verification_failed(_header: dict[str, Any], _claims: dict[str, Any]) -> Response:
+        return InvalidToken().response()
+
+    @jwt.user_lookup_error_loader
+    def _user_missing(_header: dict[str, Any], _claims: dict[str, Any]) -> Response:
+        return TokenRevoked().response()
+
+    @jwt.needs_fresh_token_loader
+    def _not_fresh(_header: dict[str, Any], _claims: dict[str, Any]) -> Response:
+        return InvalidToken("This action needs a fresh login.").response()
+
+
+def jwt_config(settings: Settings) -> dict[str, Any]:
+    """flask-jwt-extended settings derived from ours."""
+    audience = list(settings.audience)
+    return dict(
+        JWT_ALGORITHM=settings.signing_alg,
+        # Every algorithm we can sign with, so retired keys of another algorithm still verify;
+        # verification_key() then pins each token to its own key's algorithm.
+        JWT_DECODE_ALGORITHMS=list(SIGNING_ALGORITHMS),
+        JWT_ENCODE_ISSUER=settings.issuer,
+        JWT_DECODE_ISSUER=settings.issuer,
+        JWT_ENCODE_AUDIENCE=audience[0] if len(audience) == 1 else audience,
+        # Refresh tokens carry the issuer as audience; check_token_shape() keeps each type to
+        # its own audience.
+        JWT_DECODE_AUDIENCE=[*audience, settings.issuer],
+        JWT_DECODE_LEEWAY=settings.leeway,
+        JWT_ACCESS_TOKEN_EXPIRES=timedelta(seconds=settings.access_token_ttl),
+        JWT_REFRESH_TOKEN_EXPIRES=timedelta(seconds=settings.refresh_token_ttl),
+        JWT_TOKEN_LOCATION=list(settings.token_location),
+        JWT_IDENTITY_CLAIM="sub",
+        JWT_ENCODE_NBF=True,
+        JWT_JSON_KEY="access_token",
+        JWT_REFRESH_JSON_KEY="refresh_token",
+        JWT_QUERY_STRING_NAME="access_token",
+        JWT_COOKIE_SECURE=not settings.development,
+        JWT_COOKIE_SAMESITE="Lax",
+        # Double-submit CSRF only matters (and the csrf claim is only embedded) in cookie mode.
+        JWT_COOKIE_CSRF_PROTECT="cookies" in settings.token_location,
+        JWT_REFRESH_COOKIE_PATH="/refresh",
+        # Unused (keys come from the loaders above) but flask-jwt-extended insists on a value.
+        JWT_SECRET_KEY=settings.secret_key,
+    )
