@@ -1,0 +1,62 @@
+"""gunicorn settings, all from the environment (the same file in containers and on a laptop).
+
+WEB_CONCURRENCY     worker processes. Default: 1 without REDIS_URL (the embedded default serves
+                    from one process; rate-limit counters live in its memory), else the CPU count.
+GUNICORN_THREADS    threads per worker (default 4). argon2 releases the GIL, so threads hash in
+                    parallel.
+GUNICORN_BIND       address (default 0.0.0.0:$PORT, PORT default 8000).
+GUNICORN_TIMEOUT    worker timeout in seconds (default 30); GUNICORN_GRACEFUL_TIMEOUT (default 30);
+                    GUNICORN_KEEPALIVE (default 5).
+FORWARDED_ALLOW_IPS proxies whose X-Forwarded-Proto gunicorn trusts (default 127.0.0.1). The
+                    client address behind proxies is AUTHSVC_TRUSTED_PROXIES' business.
+"""
+
+import multiprocessing
+import os
+import sys
+import tempfile
+
+_redis = bool(os.environ.get("REDIS_URL"))
+
+bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY") or (multiprocessing.cpu_count() if _redis else 1))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+worker_class = "gthread"
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Heartbeat files on tmpfs: a worker blocked on a slow disk is not mistaken for a hung one.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
+# The app writes one JSON line per request itself; gunicorn's own access log would repeat it.
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+
+# Prometheus multiprocess mode: every worker writes its samples to this folder and /metrics sums
+# them. It must be set before any worker imports prometheus_client (the app is not preloaded).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="authsvc-metrics-")
+
+
+def on_starting(server):  # noqa: ARG001 - gunicorn hook signature
+    if not _redis:
+        mode = "one process" if workers == 1 else f"{workers} processes"
+        print(
+            f"authsvc: no REDIS_URL: serving from {mode} with {threads} threads; revocation is "
+            "kept in the database and rate-limit counters in process memory",
+            file=sys.stderr,
+        )
+        if workers > 1:
+            print(
+                "authsvc: WARNING: several worker processes without REDIS_URL: each process "
+                "counts rate limits on its own, so limits are that many times weaker. Set "
+                "REDIS_URL or WEB_CONCURRENCY=1.",
+                file=sys.stderr,
+            )
+
+
+def child_exit(server, worker):  # noqa: ARG001 - gunicorn hook signature
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

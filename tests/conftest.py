@@ -1,0 +1,155 @@
+"""Fixtures: a fresh database per test, on SQLite and on PostgreSQL + Redis.
+
+Every test that takes ``app`` (or ``client``, ``make_app``...) runs twice: on a SQLite file and on
+a real PostgreSQL database with a real Redis. When those servers are unreachable the PostgreSQL
+run is skipped with the reason, unless AUTHSVC_TEST_REQUIRE_SERVICES=1 (CI), where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+from flask_migrate import upgrade
+
+from authsvc import create_app
+from authsvc.extensions import db
+
+REQUIRE_SERVICES = os.environ.get("AUTHSVC_TEST_REQUIRE_SERVICES") == "1"
+POSTGRES_URL = os.environ.get(
+    "AUTHSVC_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("AUTHSVC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+ISSUER = "https://auth.test"
+# Tests other than those of hashing itself use a cheap argon2 cost (DESIGN allows it).
+FAST_ARGON2 = {"AUTHSVC_ARGON2_MEMORY_KIB": "64", "AUTHSVC_ARGON2_TIME_COST": "1"}
+TABLES = ("revoked_tokens", "sessions", "users", "signing_keys")
+
+AppFactory = Callable[..., Flask]
+
+
+def base_config() -> dict[str, str]:
+    return {
+        "AUTHSVC_ENV": "production",
+        "AUTHSVC_SECRET_KEY": TEST_SECRET,
+        "AUTHSVC_ISSUER": ISSUER,
+        **FAST_ARGON2,
+    }
+
+
+def _unavailable(reason: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (AUTHSVC_TEST_REQUIRE_SERVICES=1: CI must not skip)")
+    pytest.skip(f"{reason}; set AUTHSVC_TEST_DATABASE_URL / AUTHSVC_TEST_REDIS_URL to run it")
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def migrate(app: Flask) -> None:
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (faster than migrating each time)."""
+    path = tmp_path_factory.mktemp("template") / "authsvc.db"
+    migrate(create_app({**base_config(), "DATABASE_URL": f"sqlite:///{path}"}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway, migrated database on the PostgreSQL server, dropped at the end."""
+    name = f"authsvc_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except psycopg.Error as error:
+        _unavailable(f"PostgreSQL at {POSTGRES_URL} is unreachable: {error}".strip())
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(POSTGRES_URL, name)
+    try:
+        migrate(create_app({**base_config(), "DATABASE_URL": url}))
+        yield url
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as error:
+        _unavailable(f"Redis at {REDIS_URL} is unreachable: {error}")
+    return REDIS_URL
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def database_config(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> dict[str, str]:
+    """Connection settings for a fresh, migrated database for this test."""
+    if backend == "sqlite":
+        path = tmp_path / "authsvc.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return {"DATABASE_URL": f"sqlite:///{path}"}
+    url = request.getfixturevalue("postgres_url")
+    redis_url = request.getfixturevalue("redis_url")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+    redis.Redis.from_url(redis_url).flushdb()
+    return {"DATABASE_URL": url, "REDIS_URL": redis_url}
+
+
+@pytest.fixture
+def make_app(database_config: dict[str, str]) -> Iterator[AppFactory]:
+    """``make_app(**overrides)``: an app on this test's database (several share it)."""
+    apps: list[Flask] = []
+
+    def factory(**overrides: str) -> Flask:
+        app = create_app({**base_config(), **database_config, **overrides})
+        app.testing = True
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        with app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app: AppFactory) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
