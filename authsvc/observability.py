@@ -64,12 +64,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time of the write (it may be swapped later)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging() -> None:
     """JSON lines on stderr for the authsvc loggers (idempotent)."""
     logger = logging.getLogger("authsvc")
     if any(getattr(handler, "authsvc", False) for handler in logger.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(JsonFormatter())
     handler.authsvc = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
