@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import click
-from flask import Flask
 from datetime import timedelta
 
+import click
+from flask import Flask
 from sqlalchemy import delete, or_
 
 from .database import write_transaction

@@ -125,7 +125,9 @@ class _Reader:
     def string(self, name: str, default: str) -> str:
         return self.raw(name) or default
 
-    def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+    def integer(
+        self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None
+    ) -> int:
         text = self.raw(name)
         if text is None:
             return default
@@ -214,7 +216,7 @@ def load_settings(
     overrides: Mapping[str, str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Build :class:`Settings` from ``environ`` (default ``os.environ``) with ``overrides`` on top."""
+    """Build :class:`Settings` from ``environ`` (default os.environ), ``overrides`` on top."""
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - KNOWN_VARIABLES)
     if unknown:
@@ -273,7 +275,10 @@ def load_settings(
         # psycopg 3 is the driver the service ships with.
         database_url = "postgresql+psycopg://" + database_url.removeprefix("postgresql://")
     if not (database_url.startswith("sqlite") or database_url.startswith("postgresql+psycopg")):
-        raise ConfigError(f"DATABASE_URL must be a sqlite:// or postgresql:// URL, got a {database_url.split(':')[0]!r} URL")
+        raise ConfigError(
+            "DATABASE_URL must be a sqlite:// or postgresql:// URL, "
+            f"got a {database_url.split(':')[0]!r} URL"
+        )
 
     redis_url = read.raw("REDIS_URL")
     if redis_url is not None and urlsplit(redis_url).scheme not in {"redis", "rediss", "unix"}:
@@ -297,7 +302,9 @@ def load_settings(
     parallelism = read.integer("AUTHSVC_ARGON2_PARALLELISM", 1, minimum=1, maximum=64)
     memory = read.integer("AUTHSVC_ARGON2_MEMORY_KIB", 19_456, minimum=8, maximum=4_194_304)
     if memory < 8 * parallelism:
-        raise ConfigError("AUTHSVC_ARGON2_MEMORY_KIB must be at least 8 x AUTHSVC_ARGON2_PARALLELISM")
+        raise ConfigError(
+            "AUTHSVC_ARGON2_MEMORY_KIB must be at least 8 x AUTHSVC_ARGON2_PARALLELISM"
+        )
 
     return Settings(
         env=env,

@@ -39,9 +39,7 @@ class DatabaseDenylist:
         )
 
     def contains(self, jti: str) -> bool:
-        found = db.session.scalar(
-            select(RevokedToken.expires_at).where(RevokedToken.jti == jti)
-        )
+        found = db.session.scalar(select(RevokedToken.expires_at).where(RevokedToken.jti == jti))
         return found is not None
 
 

@@ -16,7 +16,7 @@ log = logging.getLogger("authsvc.errors")
 
 PROBLEM_JSON = "application/problem+json"
 BEARER_REALM = 'Bearer realm="authsvc"'
-INVALID_TOKEN_CHALLENGE = 'Bearer realm="authsvc", error="invalid_token"'
+INVALID_TOKEN_CHALLENGE = 'Bearer realm="authsvc", error="invalid_token"'  # noqa: S105
 # How long a client should wait before retrying while the database or Redis is unreachable.
 UNAVAILABLE_RETRY_AFTER = 5
 

@@ -36,7 +36,11 @@ UNKNOWN_KID_RELOAD_SECONDS = 1.0
 PUBLISHED_STATES = ("next", "active", "retired")
 # Public JWK members, the only ones ever published (RFC 7517/7518/8037).
 _PUBLIC_MEMBERS = ("kty", "crv", "x", "y", "n", "e")
-_THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
+_THUMBPRINT_MEMBERS = {
+    "EC": ("crv", "kty", "x", "y"),
+    "RSA": ("e", "kty", "n"),
+    "OKP": ("crv", "kty", "x"),
+}
 _ALGORITHMS = get_default_algorithms()
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -70,7 +74,10 @@ class KeyEncryptor:
 
     def __init__(self, secret_key: str) -> None:
         derived = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"authsvc signing-key encryption v1"
+            algorithm=hashes.SHA256(),
+            length=32,
+            salt=None,
+            info=b"authsvc signing-key encryption v1",
         ).derive(secret_key.encode())
         self._aead = AESGCM(derived)
 
@@ -86,7 +93,9 @@ class KeyEncryptor:
     def decrypt(self, blob: bytes, kid: str) -> PrivateKey:
         pem = self._aead.decrypt(blob[:12], blob[12:], kid.encode())
         key = serialization.load_pem_private_key(pem, password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
+        if not isinstance(
+            key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+        ):
             raise ValueError("unexpected private key type")
         return key
 
@@ -216,4 +225,3 @@ class KeyRing:
                 db.session.add(self.create_key_row("active"))
         except IntegrityError:
             pass  # another process created the key first; the caller reloads.
-

@@ -30,7 +30,9 @@ REQUEST_ID_HEADER = "X-Request-Id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 REQUESTS = Counter(
-    "authsvc_http_requests_total", "HTTP requests by endpoint and status.", ["endpoint", "method", "status"]
+    "authsvc_http_requests_total",
+    "HTTP requests by endpoint and status.",
+    ["endpoint", "method", "status"],
 )
 LATENCY = Histogram(
     "authsvc_http_request_duration_seconds",
@@ -39,7 +41,9 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 SECURITY_EVENTS = Counter(
-    "authsvc_security_events_total", "Security events (login_failed, refresh_reuse_detected, ...).", ["event"]
+    "authsvc_security_events_total",
+    "Security events (login_failed, refresh_reuse_detected, ...).",
+    ["event"],
 )
 
 request_log = logging.getLogger("authsvc.request")
@@ -111,7 +115,9 @@ def _after_request(response: Response) -> Response:
     started = g.get("request_started")
     duration = time.perf_counter() - started if started is not None else 0.0
     endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    REQUESTS.labels(endpoint=endpoint, method=request.method, status=str(response.status_code)).inc()
+    REQUESTS.labels(
+        endpoint=endpoint, method=request.method, status=str(response.status_code)
+    ).inc()
     LATENCY.labels(endpoint=endpoint).observe(duration)
     request_log.info(
         "request",

@@ -48,7 +48,7 @@ class UserOut(BaseModel):
 class TokenResponse(BaseModel):
     access_token: str
     refresh_token: str
-    token_type: Literal["Bearer"] = "Bearer"
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105
     expires_in: int
     user: UserOut | None = None
 
@@ -107,5 +107,8 @@ class Health(BaseModel):
 
 def user_out(user: User) -> UserOut:
     return UserOut(
-        id=str(user.id), username=user.username, roles=list(user.roles or []), created_at=user.created_at
+        id=str(user.id),
+        username=user.username,
+        roles=list(user.roles or []),
+        created_at=user.created_at,
     )

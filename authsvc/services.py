@@ -196,7 +196,7 @@ def logout(context: AccessContext, scope: LogoutScope) -> None:
         else:
             where = [Session.user_id == user_id, Session.id != context.session_id]
         count = _revoke_sessions(where, f"logout_{scope}")
-        deny = scope != "others" and context.token_type == "access"
+        deny = scope != "others" and context.token_type == "access"  # noqa: S105
         if deny and not rt.settings.redis_url:
             rt.denylist.add(context.jti, _deny_until(context.expires_at))
     # Redis after the database commit: the session row is the authority, the denylist a second
@@ -237,7 +237,9 @@ def list_sessions(user_id: uuid.UUID) -> list[Session]:
     return list(
         db.session.scalars(
             select(Session)
-            .where(Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now)
+            .where(
+                Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now
+            )
             .order_by(Session.created_at.desc())
         )
     )

@@ -49,7 +49,9 @@ def issue_pair(user: User, session: Session, *, fresh: bool) -> TokenPair:
     identity = str(user.id)
     sid = str(session.id)
     now = utcnow()
-    refresh_expires_at = min(now + timedelta(seconds=settings.refresh_token_ttl), session.expires_at)
+    refresh_expires_at = min(
+        now + timedelta(seconds=settings.refresh_token_ttl), session.expires_at
+    )
     access = create_access_token(
         identity=identity,
         fresh=fresh,

@@ -30,12 +30,8 @@ def validate(username: str) -> str:
         )
     normalized = normalize(username)
     if not MIN_LENGTH <= len(normalized) <= MAX_LENGTH:
-        raise InvalidUsername(
-            f"The username must be {MIN_LENGTH} to {MAX_LENGTH} characters long."
-        )
+        raise InvalidUsername(f"The username must be {MIN_LENGTH} to {MAX_LENGTH} characters long.")
     for char in normalized:
         if not (char.isalnum() or char in _ALLOWED_PUNCTUATION) or _WHITESPACE.match(char):
-            raise InvalidUsername(
-                "The username may contain only letters, digits and . _ @ + -"
-            )
+            raise InvalidUsername("The username may contain only letters, digits and . _ @ + -")
     return normalized

@@ -14,7 +14,13 @@ BODY_ENDPOINTS = ["/signup", "/login"]
 @pytest.mark.parametrize("path", BODY_ENDPOINTS)
 @pytest.mark.parametrize(
     "content_type",
-    [None, "text/plain", "application/x-www-form-urlencoded", "application/xml", "multipart/form-data"],
+    [
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/xml",
+        "multipart/form-data",
+    ],
 )
 def test_non_json_content_type_is_415(client, path, content_type):
     body = json.dumps({"username": "alice", "password": PASSWORD})
@@ -58,7 +64,7 @@ MALFORMED = {
     "NaN": b'{"username": "alice", "password": NaN}',
     "Infinity": b'{"username": "alice", "password": Infinity}',
     "-Infinity": b'{"username": "alice", "password": -Infinity}',
-    "duplicate keys": b'{"username": "alice", "username": "bob", "password": "a long and unusual passphrase"}',
+    "duplicate keys": b'{"username": "alice", "username": "bob", "password": "x"}',
     "array": b'["alice", "a long and unusual passphrase"]',
     "string": b'"alice"',
     "number": b"42",
@@ -67,7 +73,7 @@ MALFORMED = {
     "whitespace": b"   ",
     "deep nesting": b'{"username": ' + b"[" * 50 + b"]" * 50 + b', "password": "x"}',
     "very deep nesting": b"[" * 100_000 + b"]" * 100_000,
-    "unknown field": b'{"username": "alice", "password": "a long and unusual passphrase", "admin": true}',
+    "unknown field": b'{"username": "alice", "password": "a long passphrase!", "admin": true}',
     "missing password": b'{"username": "alice"}',
     "missing username": b'{"password": "a long and unusual passphrase"}',
     "number username": b'{"username": 12345, "password": "a long and unusual passphrase"}',

@@ -72,7 +72,11 @@ def test_refresh_token_fails_a_downstream_audience_check(client):
     jwk_set = jwt.PyJWKSet.from_dict(client.get("/.well-known/jwks.json").get_json())
     with pytest.raises(jwt.InvalidAudienceError):
         jwt.decode(
-            tokens["refresh_token"], jwk_set.keys[0], algorithms=["ES256"], audience="authsvc", issuer=ISSUER
+            tokens["refresh_token"],
+            jwk_set.keys[0],
+            algorithms=["ES256"],
+            audience="authsvc",
+            issuer=ISSUER,
         )
     assert jwt.get_unverified_header(tokens["refresh_token"])["typ"] != "at+jwt"
 
@@ -107,7 +111,7 @@ def test_readyz_is_503_when_redis_is_unreachable(make_app):
 
 
 def test_revocation_check_fails_closed_when_redis_is_unreachable(make_app):
-    """With REDIS_URL set but Redis down, a valid token is refused (503), never accepted unchecked."""
+    """REDIS_URL set, Redis down: a valid token is refused (503), never accepted unchecked."""
     healthy = make_app()
     tokens = signup(healthy.test_client())
     broken = make_app(REDIS_URL="redis://127.0.0.1:1/0")
@@ -127,7 +131,9 @@ def test_metrics_count_requests(client):
 def test_request_id_is_honoured_and_returned(client):
     response = client.get("/healthz", headers={"X-Request-Id": "abc-123"})
     assert response.headers["X-Request-Id"] == "abc-123"
-    generated = client.get("/healthz", headers={"X-Request-Id": "bad id <script>"}).headers["X-Request-Id"]
+    generated = client.get("/healthz", headers={"X-Request-Id": "bad id <script>"}).headers[
+        "X-Request-Id"
+    ]
     assert generated and generated != "bad id <script>"
 
 

@@ -21,7 +21,7 @@ def _cacheable(payload: object) -> Response:
 @bp.get("/jwks.json")
 @documented(ok=(200, JwkSet), tag="discovery")
 def jwks() -> Response:
-    """The public keys that verify our tokens: next, active and retired ones. Never private parts."""
+    """The public keys that verify our tokens: next, active and retired. Never private parts."""
     return _cacheable(runtime().keyring.jwks())
 
 
@@ -31,7 +31,9 @@ def discovery() -> Response:
     """Everything a verifier needs from the issuer URL alone."""
     settings = runtime().settings
     issuer = settings.issuer
-    algorithms = sorted({settings.signing_alg, *(key["alg"] for key in runtime().keyring.jwks()["keys"])})
+    algorithms = sorted(
+        {settings.signing_alg, *(key["alg"] for key in runtime().keyring.jwks()["keys"])}
+    )
     return _cacheable(
         {
             "issuer": issuer,
