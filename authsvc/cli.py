@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import click
 from flask import Flask
+from flask.cli import with_appcontext
 from sqlalchemy import delete, or_
 
 from .database import write_transaction
@@ -17,6 +18,7 @@ REVOKED_SESSION_KEEP = timedelta(days=1)
 
 
 @click.command("prune")
+@with_appcontext
 def prune_command() -> None:
     """Delete expired sessions, long-revoked sessions and expired denylist rows.
 
