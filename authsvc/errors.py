@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from http import HTTPStatus
 
 from flask import Flask, Response, json
+from flask_jwt_extended.exceptions import CSRFError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -166,6 +167,9 @@ def _internal(error: Exception) -> Response:
 
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(AuthsvcError, lambda error: error.response())
+    # flask-jwt-extended sends a CSRF failure to its "unauthorized" callback (as if no token had
+    # been sent); registered after JWTManager.init_app, this handler replaces its own.
+    app.register_error_handler(CSRFError, lambda _error: InvalidCsrf().response())
     app.register_error_handler(HTTPException, _http_exception)
     app.register_error_handler(DBAPIError, _database_error)
     app.register_error_handler(PoolTimeoutError, _unavailable)

@@ -19,7 +19,7 @@ from jwt.exceptions import InvalidAlgorithmError, InvalidTokenError
 from sqlalchemy import select
 
 from .config import SIGNING_ALGORITHMS, Settings
-from .errors import InvalidCsrf, InvalidToken, MissingToken, TokenRevoked
+from .errors import InvalidToken, MissingToken, TokenRevoked
 from .extensions import db
 from .keys import PublicKey
 from .models import Session, User, utcnow
@@ -80,6 +80,9 @@ def check_token_shape(header: dict[str, Any], claims: dict[str, Any]) -> None:
         raise InvalidTokenError("missing claims")
     if not isinstance(claims["sub"], str) or not isinstance(claims["jti"], str):
         raise InvalidTokenError("bad sub or jti")
+    # PyJWT would accept numeric strings here; our tokens only ever carry integers.
+    if any(type(claims[claim]) is not int for claim in ("iat", "nbf", "exp")):
+        raise InvalidTokenError("bad time claim")
     try:
         uuid.UUID(str(claims["sid"]))
     except ValueError:
@@ -88,9 +91,14 @@ def check_token_shape(header: dict[str, Any], claims: dict[str, Any]) -> None:
     if claims["type"] == "access":
         if header.get("typ") != ACCESS_TYP:
             raise InvalidTokenError("wrong typ")
+        roles = claims.get("roles")
+        if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+            raise InvalidTokenError("bad roles")
         if settings.issuer in audiences or not set(audiences) & set(settings.audience):
             raise InvalidTokenError("wrong audience")
     elif claims["type"] == "refresh":
+        if header.get("typ") != REFRESH_TYP:
+            raise InvalidTokenError("wrong typ")
         if audiences != [settings.issuer] or type(claims.get("gen")) is not int:
             raise InvalidTokenError("wrong audience or generation")
     else:
@@ -170,9 +178,7 @@ def register_jwt_callbacks(jwt: JWTManager) -> None:
         return MissingToken().response()
 
     @jwt.invalid_token_loader
-    def _invalid(reason: str) -> Response:
-        if "CSRF" in reason:
-            return InvalidCsrf().response()
+    def _invalid(_reason: str) -> Response:
         return InvalidToken().response()
 
     @jwt.expired_token_loader
