@@ -7,7 +7,6 @@ of misbehaving later.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import secrets
@@ -22,7 +21,9 @@ ENVIRONMENTS = ("production", "development")
 MIN_SECRET_LENGTH = 32
 MAX_LEEWAY = 60
 
-_RATE_LIMIT = re.compile(r"^\s*\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day)s?\s*$", re.I)
+_RATE_LIMIT = re.compile(
+    r"^\s*[1-9]\d*\s*(/|per)\s*([1-9]\d*)?\s*(second|minute|hour|day)s?\s*$", re.I
+)
 
 
 class ConfigError(ValueError):
@@ -32,11 +33,12 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     env: str
-    secret_key: str
+    # Secrets (and URLs that may carry passwords) stay out of repr(): tracebacks, debuggers, logs.
+    secret_key: str = field(repr=False)
     issuer: str
     audience: tuple[str, ...]
-    database_url: str
-    redis_url: str | None
+    database_url: str = field(repr=False)
+    redis_url: str | None = field(repr=False)
     signing_alg: str
     access_token_ttl: int
     refresh_token_ttl: int
@@ -59,7 +61,7 @@ class Settings:
     token_location: tuple[str, ...]
     cors_origins: tuple[str, ...]
     introspection_clients: Mapping[str, str] = field(repr=False)
-    breached_password_api: str | None
+    breached_password_api: str | None = field(repr=False)
     db_pool_size: int
     instance_path: str
 
@@ -173,11 +175,35 @@ class _Reader:
 
 def _url(name: str, value: str) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in {"http", "https"} or not parts.netloc:
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
-    if parts.query or parts.fragment:
+    # Even an empty "?" or "#" would end up inside `iss` and every derived URL.
+    if "?" in value or "#" in value:
         raise ConfigError(f"{name} must not have a query or fragment, got {value!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{name} must not contain credentials")
     return value.rstrip("/")
+
+
+# Drivers this service ships; anything else would fail later with an import error.
+_DATABASE_DRIVERS = {
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite",
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+}
+
+
+def _database_url(value: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    driver = _DATABASE_DRIVERS.get(scheme.lower()) if sep else None
+    if driver is None:
+        shown = scheme if sep else "malformed"
+        raise ConfigError(
+            f"DATABASE_URL must be a sqlite:// or postgresql:// URL, got a {shown!r} URL"
+        )
+    return f"{driver}://{rest}"
 
 
 def _weak_secret(secret: str) -> bool:
@@ -188,16 +214,31 @@ def _weak_secret(secret: str) -> bool:
 
 
 def _development_secret(instance_path: str) -> str:
-    """The secret kept in the instance folder, created on first start (development only)."""
+    """The secret kept in the instance folder, created on first start (development only).
+
+    Written to a private temporary file and linked into place, so two processes starting at
+    once agree on one secret and nobody ever reads a half-written file.
+    """
     path = Path(instance_path) / "secret_key"
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    # Create with 0600 so the generated secret is never world-readable.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".secret_key.{os.getpid()}.{secrets.token_hex(4)}")
+        # 0600 from the start: the generated secret is never world-readable, not even briefly.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48) + "\n")
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process won the race; use its secret
+        finally:
+            temporary.unlink()
+    secret = path.read_text().strip()
+    if _weak_secret(secret):
+        raise ConfigError(
+            f"AUTHSVC_SECRET_KEY: the generated secret in {path} is empty or damaged; "
+            "delete the file to generate a new one"
+        )
     return secret
 
 
@@ -207,6 +248,8 @@ def _introspection_clients(name: str, values: tuple[str, ...]) -> dict[str, str]
         client_id, sep, secret = entry.partition(":")
         if not sep or not client_id or not secret:
             raise ConfigError(f"{name} entries must be 'id:secret', got an entry without one")
+        if client_id in clients:
+            raise ConfigError(f"{name} names client {client_id!r} twice")
         clients[client_id] = secret
     return clients
 
@@ -268,17 +311,9 @@ def load_settings(
     if "headers" not in token_location:
         raise ConfigError("AUTHSVC_TOKEN_LOCATION must include headers")
 
-    database_url = read.string("DATABASE_URL", f"sqlite:///{Path(instance_path) / 'authsvc.db'}")
-    if database_url.startswith("postgres://"):
-        database_url = "postgresql://" + database_url.removeprefix("postgres://")
-    if database_url.startswith("postgresql://"):
-        # psycopg 3 is the driver the service ships with.
-        database_url = "postgresql+psycopg://" + database_url.removeprefix("postgresql://")
-    if not (database_url.startswith("sqlite") or database_url.startswith("postgresql+psycopg")):
-        raise ConfigError(
-            "DATABASE_URL must be a sqlite:// or postgresql:// URL, "
-            f"got a {database_url.split(':')[0]!r} URL"
-        )
+    database_url = _database_url(
+        read.string("DATABASE_URL", f"sqlite:///{Path(instance_path) / 'authsvc.db'}")
+    )
 
     redis_url = read.raw("REDIS_URL")
     if redis_url is not None and urlsplit(redis_url).scheme not in {"redis", "rediss", "unix"}:
@@ -343,8 +378,3 @@ def load_settings(
         db_pool_size=read.integer("AUTHSVC_DB_POOL_SIZE", 10, minimum=1, maximum=200),
         instance_path=instance_path,
     )
-
-
-def remaining_seconds(seconds: float) -> int:
-    """Round a remaining duration up, so a Retry-After or TTL is never zero too early."""
-    return max(1, math.ceil(seconds))

@@ -63,7 +63,8 @@ class PasswordHasher:
             # bcrypt only reads 72 bytes; refuse instead of silently truncating.
             bcrypt__truncate_error=True,
         )
-        self._dummy_hash: str | None = None
+        # Made once at start, so the first unknown-user login costs no more than later ones.
+        self._dummy_hash = self._context.hash(_DUMMY_PASSWORD)
 
     def hash(self, password: str) -> str:
         return self._context.hash(normalize(password))
@@ -79,8 +80,6 @@ class PasswordHasher:
 
     def dummy_verify(self, password: str) -> None:
         """Spend the time of one real verification, for an unknown or disabled account."""
-        if self._dummy_hash is None:
-            self._dummy_hash = self._context.hash(_DUMMY_PASSWORD)
         self._context.verify(normalize(password), self._dummy_hash)
 
     def needs_update(self, stored_hash: str) -> bool:

@@ -107,9 +107,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def database_config(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> dict[str, str]:
+def database_config(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     """Connection settings for a fresh, migrated database for this test."""
     if backend == "sqlite":
         path = tmp_path / "authsvc.db"

@@ -67,7 +67,9 @@ def test_password_change_revokes_every_other_session(client):
     assert client.get("/me", headers=bearer(second["access_token"])).status_code == 200
     assert client.post("/refresh", headers=bearer(second["refresh_token"])).status_code == 200
     for other in (first, third):
-        assert_invalid_token(client.get("/me", headers=bearer(other["access_token"])), "token_revoked")
+        assert_invalid_token(
+            client.get("/me", headers=bearer(other["access_token"])), "token_revoked"
+        )
         assert_invalid_token(
             client.post("/refresh", headers=bearer(other["refresh_token"])), "token_revoked"
         )
@@ -99,7 +101,9 @@ def test_password_change_needs_an_access_token(client):
     tokens = signup(client)
     assert_invalid_token(change_password(client, tokens["refresh_token"]))
     assert_problem(
-        client.post("/password", json={"current_password": PASSWORD, "new_password": OTHER_PASSWORD}),
+        client.post(
+            "/password", json={"current_password": PASSWORD, "new_password": OTHER_PASSWORD}
+        ),
         401,
         "missing_token",
     )
@@ -129,7 +133,7 @@ def test_sessions_lists_live_sessions_with_current_marked(client):
             "user_agent",
             "ip",
             "current",
-            }
+        }
         assert session["ip"] == "127.0.0.1"
         created = datetime.fromisoformat(session["created_at"])
         assert created <= datetime.fromisoformat(session["last_used_at"])
@@ -152,7 +156,9 @@ def test_delete_session_revokes_it(client):
     response = client.delete(f"/sessions/{sid}", headers=bearer(keep["access_token"]))
     assert response.status_code == 204
     assert_invalid_token(client.get("/me", headers=bearer(drop["access_token"])), "token_revoked")
-    assert_invalid_token(client.post("/refresh", headers=bearer(drop["refresh_token"])), "token_revoked")
+    assert_invalid_token(
+        client.post("/refresh", headers=bearer(drop["refresh_token"])), "token_revoked"
+    )
     assert client.get("/me", headers=bearer(keep["access_token"])).status_code == 200
 
 
@@ -174,5 +180,7 @@ def test_delete_unknown_session_is_404(client):
 def test_delete_current_session_logs_out(client):
     tokens = signup(client)
     sid = claims_of(tokens["access_token"])["sid"]
-    assert client.delete(f"/sessions/{sid}", headers=bearer(tokens["access_token"])).status_code == 204
+    assert (
+        client.delete(f"/sessions/{sid}", headers=bearer(tokens["access_token"])).status_code == 204
+    )
     assert_invalid_token(client.get("/me", headers=bearer(tokens["access_token"])), "token_revoked")

@@ -64,7 +64,17 @@ def test_username_uniqueness_is_on_the_normalised_form(client, variant):
 
 @pytest.mark.parametrize(
     "username",
-    ["ab", "a" * 255, "al ice", "alice/bob", "<script>", "ali\u200bce", "ali\u202ece", "bob\x00", "ok\n"],
+    [
+        "ab",
+        "a" * 255,
+        "al ice",
+        "alice/bob",
+        "<script>",
+        "ali\u200bce",
+        "ali\u202ece",
+        "bob\x00",
+        "ok\n",
+    ],
 )
 def test_signup_rejects_bad_usernames(client, username):
     response = client.post("/signup", json={"username": username, "password": PASSWORD})
@@ -73,7 +83,15 @@ def test_signup_rejects_bad_usernames(client, username):
 
 @pytest.mark.parametrize(
     "password",
-    ["short", "elevenchars", "p" * 129, "cookiemonster", "CookieMonster", "1234567890qwerty", "alice.smith"],
+    [
+        "short",
+        "elevenchars",
+        "p" * 129,
+        "cookiemonster",
+        "CookieMonster",
+        "1234567890qwerty",
+        "alice.smith",
+    ],
 )
 def test_signup_rejects_weak_passwords(client, password):
     response = client.post("/signup", json={"username": "alice.smith", "password": password})
@@ -129,7 +147,9 @@ def test_login_failures_are_indistinguishable(app, client):
     signup(client, username="alice")
     signup(client, username="disabled")
     with app.app_context():
-        db.session.execute(update(User).where(User.username == "disabled").values(disabled_at=utcnow()))
+        db.session.execute(
+            update(User).where(User.username == "disabled").values(disabled_at=utcnow())
+        )
         db.session.commit()
     responses = [
         failed_login(client, "nobody", PASSWORD),  # unknown user
@@ -215,7 +235,9 @@ def test_refresh_without_token_is_401_without_error_param(client):
 def test_refresh_after_logout_is_revoked(client):
     tokens = signup(client)
     assert client.post("/logout", headers=bearer(tokens["access_token"])).status_code == 204
-    assert_invalid_token(client.post("/refresh", headers=bearer(tokens["refresh_token"])), "token_revoked")
+    assert_invalid_token(
+        client.post("/refresh", headers=bearer(tokens["refresh_token"])), "token_revoked"
+    )
 
 
 def test_refresh_of_disabled_user_is_refused_at_once(app, client):
@@ -223,7 +245,9 @@ def test_refresh_of_disabled_user_is_refused_at_once(app, client):
     with app.app_context():
         db.session.execute(update(User).values(disabled_at=utcnow()))
         db.session.commit()
-    assert_invalid_token(client.post("/refresh", headers=bearer(tokens["refresh_token"])), "token_revoked")
+    assert_invalid_token(
+        client.post("/refresh", headers=bearer(tokens["refresh_token"])), "token_revoked"
+    )
     assert_invalid_token(client.get("/me", headers=bearer(tokens["access_token"])), "token_revoked")
 
 
@@ -243,7 +267,9 @@ def test_refresh_of_expired_session_is_refused(app, client):
     with app.app_context():
         db.session.execute(update(Session).values(expires_at=utcnow()))
         db.session.commit()
-    assert_invalid_token(client.post("/refresh", headers=bearer(tokens["refresh_token"])), "token_revoked")
+    assert_invalid_token(
+        client.post("/refresh", headers=bearer(tokens["refresh_token"])), "token_revoked"
+    )
 
 
 # -- logout --------------------------------------------------------------------------------------
@@ -313,4 +339,6 @@ def test_logout_does_not_affect_other_users(client):
 def test_logout_twice_is_401(client):
     tokens = signup(client)
     client.post("/logout", headers=bearer(tokens["access_token"]))
-    assert_invalid_token(client.post("/logout", headers=bearer(tokens["access_token"])), "token_revoked")
+    assert_invalid_token(
+        client.post("/logout", headers=bearer(tokens["access_token"])), "token_revoked"
+    )

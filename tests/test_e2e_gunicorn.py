@@ -78,14 +78,21 @@ def server(request, tmp_path) -> Iterator[Server]:
             conn.execute("TRUNCATE revoked_tokens, sessions, users, signing_keys CASCADE")
     migrate = subprocess.run(
         [str(BIN / "flask"), "--app", "wsgi", "db", "upgrade"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert migrate.returncode == 0, migrate.stderr
     log_path = tmp_path / "gunicorn.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 30
@@ -138,7 +145,10 @@ def test_full_flow_and_downstream_verification(server: Server):
         downstream_verify(server.base_url, tokens["refresh_token"])
 
     auth = {"Authorization": f"Bearer {tokens['access_token']}"}
-    assert requests.get(server.url("/me"), headers=auth, timeout=5).json()["username"] == "e2e@example.com"
+    assert (
+        requests.get(server.url("/me"), headers=auth, timeout=5).json()["username"]
+        == "e2e@example.com"
+    )
 
     login = requests.post(server.url("/login"), json=credentials, timeout=10)
     assert login.status_code == 200
@@ -165,5 +175,10 @@ def test_full_flow_and_downstream_verification(server: Server):
 
     logs = server.logs()
     assert '"event": "request"' in logs and '"event": "signup"' in logs
-    for secret in (PASSWORD, tokens["access_token"], tokens["refresh_token"], rotated.json()["refresh_token"]):
+    for secret in (
+        PASSWORD,
+        tokens["access_token"],
+        tokens["refresh_token"],
+        rotated.json()["refresh_token"],
+    ):
         assert secret not in logs

@@ -22,7 +22,11 @@ def _cacheable(payload: object) -> Response:
 @documented(ok=(200, JwkSet), tag="discovery")
 def jwks() -> Response:
     """The public keys that verify our tokens: next, active and retired. Never private parts."""
-    return _cacheable(runtime().keyring.jwks())
+    keyring = runtime().keyring
+    # Make sure a key exists: a verifier that fetches the set before the first login must not
+    # cache an empty one for max-age seconds.
+    keyring.signing_key()
+    return _cacheable(keyring.jwks())
 
 
 @bp.get("/openid-configuration")
