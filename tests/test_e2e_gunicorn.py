@@ -95,13 +95,13 @@ def server(request, tmp_path) -> Iterator[Server]:
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             try:
-                if requests.get(f"{issuer}/healthz", timeout=1).status_code == 200:
+                if requests.get(f"{issuer}/healthz", timeout=3).status_code == 200:
                     break
-            except requests.ConnectionError:
-                pass
+            except requests.RequestException:
+                pass  # not listening yet, or workers still booting (read timeout)
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"gunicorn did not start:\n{log_path.read_text()}")
             time.sleep(0.2)
