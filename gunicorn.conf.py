@@ -39,7 +39,7 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="authsvc-metrics-")
 
 
-def on_starting(server):  # noqa: ARG001 - gunicorn hook signature
+def on_starting(server):
     if not _redis:
         mode = "one process" if workers == 1 else f"{workers} processes"
         print(
@@ -56,7 +56,7 @@ def on_starting(server):  # noqa: ARG001 - gunicorn hook signature
             )
 
 
-def child_exit(server, worker):  # noqa: ARG001 - gunicorn hook signature
+def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
