@@ -43,17 +43,10 @@ def on_starting(server):
     if not _redis:
         mode = "one process" if workers == 1 else f"{workers} processes"
         print(
-            f"authsvc: no REDIS_URL: serving from {mode} with {threads} threads; revocation is "
-            "kept in the database and rate-limit counters in process memory",
+            f"authsvc: no REDIS_URL: serving from {mode} with {threads} threads; the "
+            "access-token denylist is kept in the database",
             file=sys.stderr,
         )
-        if workers > 1:
-            print(
-                "authsvc: WARNING: several worker processes without REDIS_URL: each process "
-                "counts rate limits on its own, so limits are that many times weaker. Set "
-                "REDIS_URL or WEB_CONCURRENCY=1.",
-                file=sys.stderr,
-            )
 
 
 def child_exit(server, worker):
