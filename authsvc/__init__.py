@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask
@@ -21,7 +22,7 @@ from .database import configure_sqlite, engine_options
 from .denylist import DatabaseDenylist, Denylist, RedisDenylist
 from .errors import register_error_handlers
 from .extensions import cors, db, jwt, migrate
-from .keys import KeyRing
+from .keys import KeyPolicy, KeyRing
 from .observability import register_observability
 from .passwords import PasswordHasher, PasswordPolicy
 from .runtime import Runtime, install
@@ -109,9 +110,22 @@ def register_runtime(app: Flask, settings: Settings) -> None:
             password_policy=PasswordPolicy(
                 min_length=settings.password_min_length, max_length=settings.password_max_length
             ),
-            keyring=KeyRing(secret_key=settings.secret_key, signing_alg=settings.signing_alg),
+            keyring=KeyRing(secret_key=settings.secret_key, policy=key_policy(settings)),
             denylist=denylist,
             redis=redis_client,
+        ),
+    )
+
+
+def key_policy(settings: Settings) -> KeyPolicy:
+    rotation = settings.key_rotation_days
+    return KeyPolicy(
+        signing_alg=settings.signing_alg,
+        publish_delay=timedelta(seconds=settings.jwks_max_age),
+        rotate_after=timedelta(days=rotation) if rotation else None,
+        # The longest-lived token a key signs is a refresh token; verifiers add the leeway.
+        retain_retired=timedelta(
+            seconds=max(settings.refresh_token_ttl, settings.access_token_ttl) + settings.leeway
         ),
     )
 

@@ -1,26 +1,154 @@
-"""flask commands (``flask --app wsgi ...``). ``db upgrade`` comes from Flask-Migrate."""
+"""flask commands (``flask --app wsgi ...``). ``db upgrade`` comes from Flask-Migrate.
+
+Passwords are never command-line arguments (they would show in ``ps`` and shell history): they
+are prompted for, or read from standard input with ``--password-stdin``.
+"""
 
 from __future__ import annotations
 
+import sys
+import uuid
 from datetime import timedelta
 
 import click
 from flask import Flask
-from flask.cli import with_appcontext
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import delete, or_
 
+from . import keys, services
 from .database import write_transaction
+from .errors import AuthsvcError
 from .extensions import db
 from .models import RevokedToken, Session, utcnow
+from .runtime import runtime
 
 # Revoked sessions stay listed for audit this long before `prune` deletes them.
 REVOKED_SESSION_KEEP = timedelta(days=1)
+
+users_cli = AppGroup("users", help="Create, disable and list accounts.")
+sessions_cli = AppGroup("sessions", help="Revoke sessions.")
+keys_cli = AppGroup("keys", help="Signing keys: rotate and list.")
+
+
+def _fail(error: AuthsvcError) -> None:
+    raise click.ClickException(error.detail)
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+# -- users ---------------------------------------------------------------------------------------
+
+
+@users_cli.command("create")
+@click.argument("username")
+@click.option("--role", "roles", multiple=True, help="A role for the `roles` claim (repeatable).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def users_create(username: str, roles: tuple[str, ...], password_stdin: bool) -> None:
+    """Create an account."""
+    try:
+        user = services.create_user(username, _read_password(password_stdin), sorted(set(roles)))
+    except AuthsvcError as error:
+        _fail(error)
+    click.echo(f"created {user.username} ({user.id})")
+
+
+@users_cli.command("disable")
+@click.argument("username")
+def users_disable(username: str) -> None:
+    """Disable an account: logins fail and every session is revoked at once."""
+    try:
+        count = services.disable_user(username)
+    except AuthsvcError as error:
+        _fail(error)
+    click.echo(f"disabled {username}; revoked {count} sessions")
+
+
+@users_cli.command("set-password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def users_set_password(username: str, password_stdin: bool) -> None:
+    """Set a new password; every session of the account is revoked."""
+    try:
+        count = services.set_password(username, _read_password(password_stdin))
+    except AuthsvcError as error:
+        _fail(error)
+    click.echo(f"password set for {username}; revoked {count} sessions")
+
+
+@users_cli.command("list")
+def users_list() -> None:
+    """List accounts."""
+    for user in services.list_users():
+        state = "disabled" if user.disabled_at else "active"
+        roles = ",".join(user.roles or []) or "-"
+        click.echo(
+            f"{user.id}  {user.username}  {state}  roles={roles}  {user.created_at:%Y-%m-%d}"
+        )
+
+
+# -- sessions ------------------------------------------------------------------------------------
+
+
+@sessions_cli.command("revoke")
+@click.option("--user", "username", help="Revoke every session of this account.")
+@click.option("--session", "session_id", type=click.UUID, help="Revoke this one session.")
+def sessions_revoke(username: str | None, session_id: uuid.UUID | None) -> None:
+    """Revoke sessions: their refresh and access tokens stop working here at once."""
+    if (username is None) == (session_id is None):
+        raise click.UsageError("give exactly one of --user or --session")
+    try:
+        if username is not None:
+            count = services.revoke_user_sessions(username)
+        else:
+            count = services.revoke_session_by_id(session_id)  # type: ignore[arg-type]
+    except AuthsvcError as error:
+        _fail(error)
+    click.echo(f"revoked {count} sessions")
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+@keys_cli.command("rotate")
+def keys_rotate() -> None:
+    """Publish a new key; it starts signing after AUTHSVC_JWKS_MAX_AGE seconds.
+
+    Safe to run on several replicas at once: one key is created.
+    """
+    keyring = runtime().keyring
+    keyring.signing_key()  # there must be an active key to rotate from
+    row = keyring.publish_next_key(reason="manual")
+    if row is None:
+        pending = next(key for key in keys.list_keys() if key.state == "next")
+        click.echo(f"a rotation is already pending: {pending.kid} (created {pending.created_at})")
+        return
+    signs_from = row.created_at + keyring.policy.publish_delay
+    click.echo(f"published {row.kid} ({row.alg}); it signs from {signs_from:%Y-%m-%d %H:%M:%S} UTC")
+
+
+@keys_cli.command("list")
+def keys_list() -> None:
+    """List signing keys and their states."""
+    for key in keys.list_keys():
+        dates = f"created {key.created_at:%Y-%m-%d %H:%M:%S}"
+        if key.activated_at:
+            dates += f", activated {key.activated_at:%Y-%m-%d %H:%M:%S}"
+        if key.retired_at:
+            dates += f", retired {key.retired_at:%Y-%m-%d %H:%M:%S}"
+        click.echo(f"{key.kid}  {key.alg}  {key.state}  {dates}")
+
+
+# -- prune ---------------------------------------------------------------------------------------
 
 
 @click.command("prune")
 @with_appcontext
 def prune_command() -> None:
-    """Delete expired sessions, long-revoked sessions and expired denylist rows.
+    """Delete expired sessions, long-revoked sessions, expired denylist rows and dead keys.
 
     A token naming a deleted session is rejected like a revoked one, so deleting is always safe.
     """
@@ -34,8 +162,13 @@ def prune_command() -> None:
         denied = db.session.execute(
             delete(RevokedToken).where(RevokedToken.expires_at <= now)
         ).rowcount
-    click.echo(f"pruned {sessions} expired sessions, {denied} expired denylist entries")
+    dead_keys = keys.delete_dead_keys(runtime().keyring.policy.retain_retired)
+    click.echo(
+        f"pruned {sessions} expired sessions, {denied} expired denylist entries, "
+        f"{dead_keys} dead keys"
+    )
 
 
 def register_cli(app: Flask) -> None:
-    app.cli.add_command(prune_command)
+    for command in (users_cli, sessions_cli, keys_cli, prune_command):
+        app.cli.add_command(command)

@@ -15,21 +15,23 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jwt.algorithms import get_default_algorithms
-from sqlalchemy import select, update
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .database import write_transaction
 from .extensions import db
 from .models import SigningKey, utcnow
+from .observability import security_event
 
-# How long a process trusts its cached view of the key table.
+# How long a process trusts its cached view of the key table: at most this, and at most a
+# quarter of the publish delay, so a due `next` key starts signing promptly everywhere.
 CACHE_SECONDS = 30.0
 # An unknown `kid` triggers a reload at most this often, so forged kids cannot hammer the database.
 UNKNOWN_KID_RELOAD_SECONDS = 1.0
@@ -101,6 +103,19 @@ class KeyEncryptor:
 
 
 @dataclass(frozen=True)
+class KeyPolicy:
+    """When keys move through their states (DESIGN §4)."""
+
+    signing_alg: str
+    # A `next` key is published this long before it signs: one JWKS cache lifetime.
+    publish_delay: timedelta
+    # The active key is replaced after this long; None: manual rotation only.
+    rotate_after: timedelta | None
+    # A retired key stays published until no token it signed can still be accepted.
+    retain_retired: timedelta
+
+
+@dataclass(frozen=True)
 class LoadedKey:
     kid: str
     alg: str
@@ -108,19 +123,28 @@ class LoadedKey:
     private_key: PrivateKey
     public_key: PublicKey
     jwk: dict[str, str]
+    created_at: datetime
     activated_at: datetime | None
+    retired_at: datetime | None
 
 
 class KeyRing:
-    """This process's cached view of the signing-key table."""
+    """This process's cached view of the signing-key table, and the key lifecycle.
 
-    def __init__(self, *, secret_key: str, signing_alg: str) -> None:
+    Lifecycle: ``next`` (published, not signing) -> ``active`` (signing) -> ``retired``
+    (verifying, published) -> deleted. Every transition is one conditional write, so replicas
+    doing the same step at the same moment make it once; the partial unique indexes (one
+    ``active``, one ``next``) stop two replicas from creating two keys.
+    """
+
+    def __init__(self, *, secret_key: str, policy: KeyPolicy) -> None:
         self._encryptor = KeyEncryptor(secret_key)
-        self._signing_alg = signing_alg
+        self.policy = policy
         self._keys: dict[str, LoadedKey] = {}
         self._loaded_at = float("-inf")
         self._last_unknown_reload = float("-inf")
         self._lock = threading.Lock()
+        self._cache_seconds = min(CACHE_SECONDS, max(1.0, policy.publish_delay.total_seconds() / 4))
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -131,9 +155,6 @@ class KeyRing:
         keys: dict[str, LoadedKey] = {}
         for row in rows:
             cached = self._keys.get(row.kid)
-            if cached is not None and cached.state == row.state:
-                keys[row.kid] = cached
-                continue
             private_key = (
                 cached.private_key
                 if cached is not None
@@ -144,18 +165,26 @@ class KeyRing:
                 alg=row.alg,
                 state=row.state,
                 private_key=private_key,
-                public_key=private_key.public_key(),
+                public_key=cached.public_key if cached is not None else private_key.public_key(),
                 jwk=dict(row.public_jwk),
+                created_at=row.created_at,
                 activated_at=row.activated_at,
+                retired_at=row.retired_at,
             )
         with self._lock:
             self._keys = keys
             self._loaded_at = time.monotonic()
 
     def _fresh(self) -> dict[str, LoadedKey]:
-        if time.monotonic() - self._loaded_at > CACHE_SECONDS:
+        if time.monotonic() - self._loaded_at > self._cache_seconds:
             self._reload()
+            if self._maintain():
+                self._reload()
         return self._keys
+
+    def refresh(self) -> None:
+        """Forget the cache: the next call reads the table (after a CLI change, in tests)."""
+        self._loaded_at = float("-inf")
 
     def verification_key(self, kid: str) -> LoadedKey | None:
         """The published key named ``kid``, or None. Unknown kids reload at most once a second."""
@@ -170,14 +199,14 @@ class KeyRing:
 
     def signing_key(self) -> LoadedKey:
         """The active key, creating the first one (or one for a changed algorithm) if needed."""
-        active = self._active(self._fresh())
-        if active is None or active.alg != self._signing_alg:
+        active = _find(self._fresh(), "active")
+        if active is None or active.alg != self.policy.signing_alg:
             self._reload()
-            active = self._active(self._keys)
-            if active is None or active.alg != self._signing_alg:
+            active = _find(self._keys, "active")
+            if active is None or active.alg != self.policy.signing_alg:
                 self._activate_new_key(replacing=active.kid if active else None)
                 self._reload()
-                active = self._active(self._keys)
+                active = _find(self._keys, "active")
                 if active is None:
                     raise RuntimeError("no active signing key after bootstrap")
         return active
@@ -186,20 +215,59 @@ class KeyRing:
         keys = sorted(self._fresh().values(), key=lambda key: PUBLISHED_STATES.index(key.state))
         return {"keys": [key.jwk for key in keys]}
 
-    @staticmethod
-    def _active(keys: dict[str, LoadedKey]) -> LoadedKey | None:
-        return next((key for key in keys.values() if key.state == "active"), None)
+    # -- the lifecycle -------------------------------------------------------------------------
 
-    # -- writing -------------------------------------------------------------------------------
+    def _maintain(self) -> bool:
+        """Run the lifecycle steps that are due; True if the table may have changed (by this
+        process or by another that won the same step), so the caller reloads."""
+        now = utcnow()
+        keys = self._keys
+        attempted = False
+        pending = _find(keys, "next")
+        active = _find(keys, "active")
+        if pending is not None and active is not None:
+            if pending.created_at + self.policy.publish_delay <= now:
+                promote(pending.kid, active.kid)
+                attempted = True
+        elif pending is None and active is not None and self.policy.rotate_after is not None:
+            started = active.activated_at or active.created_at
+            if started + self.policy.rotate_after <= now:
+                self.publish_next_key(reason="scheduled")
+                attempted = True
+        if any(
+            key.retired_at is not None and key.retired_at + self.policy.retain_retired <= now
+            for key in keys.values()
+        ):
+            delete_dead_keys(self.policy.retain_retired)
+            attempted = True
+        return attempted
+
+    def publish_next_key(self, *, reason: str) -> SigningKey | None:
+        """Publish a new ``next`` key; None if one is already pending (here or elsewhere)."""
+        row = self.create_key_row("next")
+        try:
+            with write_transaction():
+                db.session.add(row)
+        except IntegrityError:
+            return None
+        security_event(
+            "key_published",
+            kid=row.kid,
+            alg=row.alg,
+            reason=reason,
+            signs_from=(row.created_at + self.policy.publish_delay).isoformat(),
+        )
+        return row
 
     def create_key_row(self, state: str) -> SigningKey:
         """A new key row in ``state`` (not added to the session)."""
-        private_key = generate_private_key(self._signing_alg)
-        jwk = public_jwk(private_key.public_key(), self._signing_alg)
+        alg = self.policy.signing_alg
+        private_key = generate_private_key(alg)
+        jwk = public_jwk(private_key.public_key(), alg)
         now = utcnow()
         return SigningKey(
             kid=jwk["kid"],
-            alg=self._signing_alg,
+            alg=alg,
             state=state,
             public_jwk=jwk,
             private_key_encrypted=self._encryptor.encrypt(private_key, jwk["kid"]),
@@ -225,3 +293,58 @@ class KeyRing:
                 db.session.add(self.create_key_row("active"))
         except IntegrityError:
             pass  # another process created the key first; the caller reloads.
+
+
+def _find(keys: dict[str, LoadedKey], state: str) -> LoadedKey | None:
+    return next((key for key in keys.values() if key.state == state), None)
+
+
+def promote(next_kid: str, active_kid: str) -> str | None:
+    """Make ``next_kid`` the signing key and retire ``active_kid``; the new kid, or None if
+    another process did it first (both updates are conditional on the states we saw)."""
+    now = utcnow()
+    try:
+        with write_transaction():
+            retired = db.session.execute(
+                update(SigningKey)
+                .where(SigningKey.kid == active_kid, SigningKey.state == "active")
+                .values(state="retired", retired_at=now)
+            ).rowcount
+            if retired != 1:
+                raise _Abandon()
+            activated = db.session.execute(
+                update(SigningKey)
+                .where(SigningKey.kid == next_kid, SigningKey.state == "next")
+                .values(state="active", activated_at=now)
+            ).rowcount
+            if activated != 1:
+                raise _Abandon()
+    except _Abandon:
+        return None
+    security_event("key_rotated", kid=next_kid, retired_kid=active_kid)
+    return next_kid
+
+
+class _Abandon(Exception):
+    """Rolls a half-done promotion back."""
+
+
+def delete_dead_keys(retain_retired: timedelta) -> int:
+    """Delete retired keys no token they signed can still use."""
+    cutoff = utcnow() - retain_retired
+    with write_transaction():
+        kids = db.session.scalars(
+            select(SigningKey.kid).where(
+                SigningKey.state == "retired", SigningKey.retired_at <= cutoff
+            )
+        ).all()
+        if kids:
+            db.session.execute(delete(SigningKey).where(SigningKey.kid.in_(kids)))
+    for kid in kids:
+        security_event("key_deleted", kid=kid)
+    return len(kids)
+
+
+def list_keys() -> list[SigningKey]:
+    order = case({"active": 0, "next": 1, "retired": 2}, value=SigningKey.state, else_=3)
+    return list(db.session.scalars(select(SigningKey).order_by(order, SigningKey.created_at)))

@@ -262,3 +262,75 @@ def revoke_session(user_id: uuid.UUID, session_id: uuid.UUID) -> None:
         count = _revoke_sessions([Session.id == session_id], "revoked_by_user")
     if count:
         security_event("sessions_revoked", user_id=str(user_id), scope="one", count=count)
+
+
+# -- administration (the flask CLI) ------------------------------------------------------------
+
+
+def find_user(username: str) -> User:
+    user = db.session.scalar(select(User).where(User.username == usernames.normalize(username)))
+    if user is None:
+        raise NotFound(f"No user named {usernames.normalize(username)!r}.")
+    return user
+
+
+def create_user(username: str, password: str, roles: list[str]) -> User:
+    rt = runtime()
+    normalized = usernames.validate(username)
+    password_hash = rt.hasher.hash(rt.password_policy.check(password, username=normalized))
+    try:
+        with write_transaction():
+            user = User(
+                id=uuid.uuid4(), username=normalized, password_hash=password_hash, roles=roles
+            )
+            db.session.add(user)
+    except IntegrityError:
+        raise UsernameTaken() from None
+    security_event("user_created", user_id=str(user.id), roles=roles)
+    return user
+
+
+def disable_user(username: str) -> int:
+    """Disable the account and revoke every session at once; the number revoked."""
+    user = find_user(username)
+    with write_transaction():
+        db.session.execute(
+            update(User)
+            .where(User.id == user.id, User.disabled_at.is_(None))
+            .values(disabled_at=utcnow())
+        )
+        count = _revoke_sessions([Session.user_id == user.id], "user_disabled")
+    security_event("user_disabled", user_id=str(user.id), sessions_revoked=count)
+    return count
+
+
+def set_password(username: str, password: str) -> int:
+    """An operator's reset: new password, every session revoked; the number revoked."""
+    rt = runtime()
+    user = find_user(username)
+    new_hash = rt.hasher.hash(rt.password_policy.check(password, username=user.username))
+    with write_transaction():
+        db.session.execute(update(User).where(User.id == user.id).values(password_hash=new_hash))
+        count = _revoke_sessions([Session.user_id == user.id], "password_reset")
+    security_event("password_reset", user_id=str(user.id), sessions_revoked=count)
+    return count
+
+
+def list_users() -> list[User]:
+    return list(db.session.scalars(select(User).order_by(User.created_at)))
+
+
+def revoke_user_sessions(username: str) -> int:
+    user = find_user(username)
+    with write_transaction():
+        count = _revoke_sessions([Session.user_id == user.id], "revoked_by_operator")
+    security_event("sessions_revoked", user_id=str(user.id), scope="operator", count=count)
+    return count
+
+
+def revoke_session_by_id(session_id: uuid.UUID) -> int:
+    with write_transaction():
+        count = _revoke_sessions([Session.id == session_id], "revoked_by_operator")
+    if count:
+        security_event("sessions_revoked", session_id=str(session_id), scope="operator", count=1)
+    return count
