@@ -14,7 +14,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .api import account, auth, ops, wellknown
+from .api import account, auth, introspection, ops, wellknown
 from .api.common import MAX_BODY_BYTES
 from .cli import register_cli
 from .config import ConfigError, Settings, load_settings
@@ -131,5 +131,5 @@ def key_policy(settings: Settings) -> KeyPolicy:
 
 
 def register_blueprints(app: Flask) -> None:
-    for blueprint in (auth.bp, account.bp, wellknown.bp, ops.bp):
+    for blueprint in (auth.bp, account.bp, introspection.bp, wellknown.bp, ops.bp):
         app.register_blueprint(blueprint)

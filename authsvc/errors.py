@@ -100,6 +100,14 @@ class MissingToken(AuthsvcError):
         super().__init__(detail, headers={"WWW-Authenticate": BEARER_REALM})
 
 
+class InvalidClient(AuthsvcError):
+    status, code = 401, "invalid_client"
+    detail = "Client authentication failed."
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Basic realm="authsvc"'})
+
+
 class InvalidCsrf(AuthsvcError):
     status, code = 401, "invalid_csrf"
     detail = "The CSRF token is missing or does not match."

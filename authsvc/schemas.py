@@ -38,6 +38,28 @@ class PasswordChange(StrictModel):
     new_password: str = Field(max_length=_MAX_FIELD)
 
 
+class IntrospectionRequest(StrictModel):
+    token: str = Field(max_length=_MAX_TOKEN)
+    token_type_hint: str | None = Field(default=None, max_length=64)
+
+
+class Introspection(BaseModel):
+    """RFC 7662 §2.2. Only ``active`` when the token is not a live access token."""
+
+    active: bool
+    token_type: Literal["Bearer"] | None = None
+    sub: str | None = None
+    username: str | None = None
+    roles: list[str] | None = None
+    iss: str | None = None
+    aud: str | list[str] | None = None
+    exp: int | None = None
+    iat: int | None = None
+    nbf: int | None = None
+    jti: str | None = None
+    sid: str | None = None
+
+
 class UserOut(BaseModel):
     id: str
     username: str

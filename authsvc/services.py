@@ -6,6 +6,7 @@ database connection (and SQLite's write lock) is never held for the length of an
 
 from __future__ import annotations
 
+import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -334,3 +335,11 @@ def revoke_session_by_id(session_id: uuid.UUID) -> int:
     if count:
         security_event("sessions_revoked", session_id=str(session_id), scope="operator", count=1)
     return count
+
+
+def authenticate_client(client_id: str, secret: str) -> bool:
+    """An introspection client from AUTHSVC_INTROSPECTION_CLIENTS, compared in constant time."""
+    expected = runtime().settings.introspection_clients.get(client_id)
+    # Compare even for an unknown id, so timing does not reveal which ids exist.
+    matches = hmac.compare_digest((expected or secret + "\x00").encode(), secret.encode())
+    return expected is not None and matches

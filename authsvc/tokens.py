@@ -14,8 +14,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Response, g
-from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token
-from jwt.exceptions import InvalidAlgorithmError, InvalidTokenError
+from flask_jwt_extended import (
+    JWTManager,
+    create_access_token,
+    create_refresh_token,
+    decode_token,
+)
+from flask_jwt_extended.exceptions import JWTExtendedException
+from jwt import get_unverified_header
+from jwt.exceptions import InvalidAlgorithmError, InvalidTokenError, PyJWTError
 from sqlalchemy import select
 
 from .config import SIGNING_ALGORITHMS, Settings
@@ -148,6 +155,23 @@ def is_revoked(_header: dict[str, Any], claims: dict[str, Any]) -> bool:
     if claims["type"] == "access":
         return runtime().denylist.contains(claims["jti"])
     return False
+
+
+def introspect(token: str) -> tuple[dict[str, Any], User] | None:
+    """The claims and user of a live access token, or None (RFC 7662 ``active: false``).
+
+    The same checks as a request to this service: signature, claims, session, denylist.
+    Refresh tokens are never active here. Store errors propagate: fail closed (503).
+    """
+    try:
+        claims = decode_token(token)
+        header = get_unverified_header(token)
+    except (PyJWTError, JWTExtendedException):
+        return None
+    if claims.get("type") != "access" or is_revoked(header, claims):
+        return None
+    principal = load_session(claims)
+    return (claims, principal[1]) if principal is not None else None
 
 
 def current_principal(claims: dict[str, Any]) -> tuple[Session, User]:

@@ -130,8 +130,9 @@ def token_response(result: AuthResult, status: int = 200) -> Response:
     return response
 
 
-def json_response(model: BaseModel, status: int = 200) -> Response:
-    return Response(model.model_dump_json(), status=status, mimetype="application/json")
+def json_response(model: BaseModel, status: int = 200, *, exclude_none: bool = False) -> Response:
+    body = model.model_dump_json(exclude_none=exclude_none)
+    return Response(body, status=status, mimetype="application/json")
 
 
 def access_context() -> AccessContext:

@@ -54,6 +54,8 @@ def discovery() -> Response:
             "logout_endpoint": f"{issuer}/logout",
             "userinfo_endpoint": f"{issuer}/me",
             "sessions_endpoint": f"{issuer}/sessions",
+            "introspection_endpoint": f"{issuer}/introspect",
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
             "access_token_lifetime": settings.access_token_ttl,
             "refresh_token_lifetime": settings.refresh_token_ttl,
             "session_max_age": settings.session_max_age,
