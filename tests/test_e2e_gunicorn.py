@@ -133,6 +133,14 @@ def downstream_verify(issuer: str, token: str) -> dict:
     )
 
 
+def healthz_count(server: Server) -> float:
+    metrics = requests.get(server.url("/metrics"), timeout=5).text
+    series = 'authsvc_http_requests_total{endpoint="/healthz",method="GET",status="200"}'
+    rows = [row for row in metrics.splitlines() if row.startswith(series + " ")]
+    assert len(rows) == 1, metrics[:2000]
+    return float(rows[0].split()[-1])
+
+
 def test_full_flow_and_downstream_verification(server: Server):
     credentials = {"username": "e2e@example.com", "password": PASSWORD}
     response = requests.post(server.url("/signup"), json=credentials, timeout=10)
@@ -170,8 +178,13 @@ def test_full_flow_and_downstream_verification(server: Server):
 
     ready = requests.get(server.url("/readyz"), timeout=5)
     assert ready.status_code == 200, ready.text
-    metrics = requests.get(server.url("/metrics"), timeout=5).text
-    assert "authsvc_http_requests_total" in metrics
+
+    # Metrics are summed over every worker (multiprocess mode): 40 requests spread over the
+    # workers show up as exactly 40 more, whichever worker answers /metrics.
+    before = healthz_count(server)
+    for _ in range(40):
+        requests.get(server.url("/healthz"), timeout=5)
+    assert {healthz_count(server) - before for _ in range(4)} == {40}
 
     logs = server.logs()
     assert '"event": "request"' in logs and '"event": "signup"' in logs
