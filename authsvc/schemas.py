@@ -68,8 +68,9 @@ class UserOut(BaseModel):
 
 
 class TokenResponse(BaseModel):
-    access_token: str
-    refresh_token: str
+    # Absent only in cookie mode, when the refresh came from the httpOnly cookie.
+    access_token: str | None = None
+    refresh_token: str | None = None
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105
     expires_in: int
     user: UserOut | None = None

@@ -253,7 +253,10 @@ def jwt_config(settings: Settings) -> dict[str, Any]:
         JWT_COOKIE_SAMESITE="Lax",
         # Double-submit CSRF only matters (and the csrf claim is only embedded) in cookie mode.
         JWT_COOKIE_CSRF_PROTECT="cookies" in settings.token_location,
+        # The long-lived refresh token travels to /refresh only; /logout uses the access cookie.
         JWT_REFRESH_COOKIE_PATH="/refresh",
+        # Persistent cookies, each with its token's own lifetime (set per response).
+        JWT_SESSION_COOKIE=False,
         # Unused (keys come from the loaders above) but flask-jwt-extended insists on a value.
         JWT_SECRET_KEY=settings.secret_key,
     )

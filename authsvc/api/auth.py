@@ -5,12 +5,25 @@ from __future__ import annotations
 import uuid
 
 from flask import Blueprint, Response
-from flask_jwt_extended import get_jwt, jwt_required, verify_jwt_in_request
+from flask_jwt_extended import (
+    get_jwt,
+    get_jwt_request_location,
+    jwt_required,
+    unset_jwt_cookies,
+    verify_jwt_in_request,
+)
 
 from .. import services
-from ..runtime import runtime
 from ..schemas import Credentials, LogoutRequest, RefreshRequest, TokenResponse
-from .common import access_context, client, documented, parse_body, require_body, token_response
+from .common import (
+    access_context,
+    client,
+    cookie_mode,
+    documented,
+    parse_body,
+    require_body,
+    token_response,
+)
 
 bp = Blueprint("auth", __name__)
 
@@ -45,12 +58,12 @@ def refresh() -> Response:
     locations = ["headers"]
     if body is not None and body.refresh_token:
         locations.append("json")
-    if "cookies" in runtime().settings.token_location:
+    if cookie_mode():
         locations.append("cookies")
     verify_jwt_in_request(refresh=True, locations=locations)
     claims = get_jwt()
     result = services.refresh(uuid.UUID(claims["sid"]), claims["gen"], client())
-    return token_response(result)
+    return token_response(result, from_cookie=get_jwt_request_location() == "cookies")
 
 
 @bp.post("/logout")
@@ -60,4 +73,7 @@ def logout() -> Response:
     """Revoke this session (`local`), every session (`global`) or every other one (`others`)."""
     body = parse_body(LogoutRequest, optional=True)
     services.logout(access_context(), body.scope if body is not None else "local")
-    return Response(status=204)
+    response = Response(status=204)
+    if cookie_mode():
+        unset_jwt_cookies(response)
+    return response

@@ -16,12 +16,14 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from flask import Response, request
-from flask_jwt_extended import current_user, get_jwt
+from flask_jwt_extended import current_user, get_jwt, set_access_cookies, set_refresh_cookies
 from pydantic import BaseModel, ValidationError
 from spectree import Response as SpecResponse
 
 from ..errors import InvalidRequest, UnsupportedMediaType
 from ..extensions import openapi
+from ..models import utcnow
+from ..runtime import runtime
 from ..schemas import Problem, TokenResponse, user_out
 from ..services import AccessContext, AuthResult, Client
 
@@ -116,17 +118,33 @@ def client() -> Client:
     return Client(user_agent=agent[:512] if agent else None, ip=request.remote_addr)
 
 
-def token_response(result: AuthResult, status: int = 200) -> Response:
+def cookie_mode() -> bool:
+    return "cookies" in runtime().settings.token_location
+
+
+def token_response(result: AuthResult, status: int = 200, *, from_cookie: bool = False) -> Response:
+    """The token response; in cookie mode the tokens are also set as httpOnly cookies.
+
+    When the request itself authenticated with a cookie (a browser's silent refresh), the body
+    leaves the tokens out: handing them to page scripts would undo what httpOnly protects.
+    """
+    tokens = result.tokens
     body = TokenResponse(
-        access_token=result.tokens.access_token,
-        refresh_token=result.tokens.refresh_token,
-        expires_in=result.tokens.expires_in,
+        access_token=None if from_cookie else tokens.access_token,
+        refresh_token=None if from_cookie else tokens.refresh_token,
+        expires_in=tokens.expires_in,
         user=user_out(result.user),
     )
-    response = Response(body.model_dump_json(), status=status, mimetype="application/json")
+    response = Response(
+        body.model_dump_json(exclude_none=True), status=status, mimetype="application/json"
+    )
     # RFC 6749 §5.1: responses carrying tokens must not be cached.
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
+    if cookie_mode():
+        set_access_cookies(response, tokens.access_token, max_age=tokens.expires_in)
+        refresh_max_age = int((tokens.refresh_expires_at - utcnow()).total_seconds())
+        set_refresh_cookies(response, tokens.refresh_token, max_age=max(refresh_max_age, 1))
     return response
 
 
