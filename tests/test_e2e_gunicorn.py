@@ -7,30 +7,19 @@ read the discovery document, fetch keys with PyJWT's PyJWKClient, verify typ, is
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
+import psycopg
 import pytest
 import requests
 
-from tests.conftest import TEST_SECRET
+from tests.conftest import TABLES, TEST_SECRET
 from tests.helpers import PASSWORD
+from tests.servers import authsvc_gunicorn, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:
@@ -48,11 +37,9 @@ class Server:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
 def server(request, tmp_path) -> Iterator[Server]:
     port = free_port()
-    issuer = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
-        "AUTHSVC_ISSUER": issuer,
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "AUTHSVC_ISSUER": f"http://127.0.0.1:{port}",
         "AUTHSVC_ARGON2_MEMORY_KIB": "1024",
         "AUTHSVC_ARGON2_TIME_COST": "1",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
@@ -64,55 +51,18 @@ def server(request, tmp_path) -> Iterator[Server]:
         env.pop("REDIS_URL", None)
     else:
         database = request.getfixturevalue("postgres_url")
-        redis_url = request.getfixturevalue("redis_url")
         env.update(
             AUTHSVC_ENV="production",
             AUTHSVC_SECRET_KEY=TEST_SECRET,
             DATABASE_URL=database,
-            REDIS_URL=redis_url,
+            REDIS_URL=request.getfixturevalue("redis_url"),
             WEB_CONCURRENCY="2",
         )
-        import psycopg
-
         with psycopg.connect(database, autocommit=True) as conn:
-            conn.execute("TRUNCATE revoked_tokens, sessions, users, signing_keys CASCADE")
-    migrate = subprocess.run(
-        [str(BIN / "flask"), "--app", "wsgi", "db", "upgrade"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert migrate.returncode == 0, migrate.stderr
+            conn.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
     log_path = tmp_path / "gunicorn.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{issuer}/healthz", timeout=3).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass  # not listening yet, or workers still booting (read timeout)
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not start:\n{log_path.read_text()}")
-            time.sleep(0.2)
-        yield Server(issuer, log_path)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    with authsvc_gunicorn(env, port, log_path) as base_url:
+        yield Server(base_url, log_path)
 
 
 def downstream_verify(issuer: str, token: str) -> dict:
