@@ -16,8 +16,22 @@ def app(make_app):
 
 
 def set_cookies(response) -> dict[str, str]:
-    """Set-Cookie headers by cookie name."""
-    return {h.split("=", 1)[0]: h for h in response.headers.getlist("Set-Cookie")}
+    """Set-Cookie headers by cookie name (the refresh cookie's two copies joined)."""
+    found: dict[str, str] = {}
+    for header in response.headers.getlist("Set-Cookie"):
+        name = header.split("=", 1)[0]
+        found[name] = f"{found[name]}\n{header}" if name in found else header
+    return found
+
+
+def refresh_paths(response) -> list[str]:
+    return sorted(
+        part.strip().removeprefix("Path=")
+        for header in response.headers.getlist("Set-Cookie")
+        if header.startswith("refresh_token_cookie=")
+        for part in header.split(";")
+        if part.strip().startswith("Path=")
+    )
 
 
 def csrf(client, name="csrf_access_token") -> dict[str, str]:
@@ -33,7 +47,8 @@ def test_signup_sets_httponly_cookies(client):
     for header in (access, refresh):
         assert "HttpOnly" in header and "Secure" in header and "SameSite=Lax" in header
     assert "Path=/;" in access or access.endswith("Path=/")
-    assert "Path=/refresh" in refresh
+    # The long-lived refresh token travels to /refresh and /logout only.
+    assert refresh_paths(response) == ["/logout", "/refresh"]
     assert "Max-Age=900" in access
     for name in ("csrf_access_token", "csrf_refresh_token"):
         assert "HttpOnly" not in cookies[name]  # the page must read it to send X-CSRF-TOKEN
@@ -112,10 +127,19 @@ def test_logout_from_the_access_cookie_clears_every_cookie(client):
     assert response.status_code == 204
     cleared = set_cookies(response)
     assert set(cleared) == COOKIES
-    assert all(
-        "Max-Age=0" in header or "Expires=Thu, 01 Jan 1970" in header for header in cleared.values()
-    )
+    assert refresh_paths(response) == ["/logout", "/refresh"]
+    for header in response.headers.getlist("Set-Cookie"):
+        assert "Max-Age=0" in header or "Expires=Thu, 01 Jan 1970" in header, header
     assert client.get("/me").status_code == 401
+
+
+def test_logout_after_the_access_cookie_expired_uses_the_refresh_cookie(client):
+    tokens = signup(client)
+    client.delete_cookie("access_token_cookie")  # what the browser does at its max-age
+    assert_problem(client.post("/logout", headers=csrf(client)), 401, "invalid_csrf")
+    response = client.post("/logout", headers=csrf(client, "csrf_refresh_token"))
+    assert response.status_code == 204
+    assert client.post("/refresh", headers=bearer(tokens["refresh_token"])).status_code == 401
 
 
 def test_logged_out_cookie_is_revoked_even_if_replayed(client):

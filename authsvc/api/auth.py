@@ -8,8 +8,6 @@ from flask import Blueprint, Response
 from flask_jwt_extended import (
     get_jwt,
     get_jwt_request_location,
-    jwt_required,
-    unset_jwt_cookies,
     verify_jwt_in_request,
 )
 
@@ -17,10 +15,12 @@ from .. import services
 from ..schemas import Credentials, LogoutRequest, RefreshRequest, TokenResponse
 from .common import (
     access_context,
+    clear_cookies,
     client,
     cookie_mode,
     documented,
     parse_body,
+    refresh_cookie_only,
     require_body,
     token_response,
 )
@@ -68,12 +68,19 @@ def refresh() -> Response:
 
 @bp.post("/logout")
 @documented(body=LogoutRequest, ok=(204, None), errors=(*_BODY_ERRORS, 401), auth=True, tag="auth")
-@jwt_required(verify_type=False)
 def logout() -> Response:
-    """Revoke this session (`local`), every session (`global`) or every other one (`others`)."""
+    """Revoke this session (`local`), every session (`global`) or every other one (`others`).
+
+    Takes an access or a refresh token. In cookie mode a browser whose access cookie has
+    already expired logs out with the refresh cookie (it is also scoped to /logout).
+    """
+    if cookie_mode() and refresh_cookie_only():
+        verify_jwt_in_request(refresh=True, locations=["cookies"])
+    else:
+        verify_jwt_in_request(verify_type=False)
     body = parse_body(LogoutRequest, optional=True)
     services.logout(access_context(), body.scope if body is not None else "local")
     response = Response(status=204)
     if cookie_mode():
-        unset_jwt_cookies(response)
+        clear_cookies(response)
     return response

@@ -15,8 +15,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from flask import Response, request
-from flask_jwt_extended import current_user, get_jwt, set_access_cookies, set_refresh_cookies
+from flask import Response, current_app, request
+from flask_jwt_extended import (
+    current_user,
+    get_jwt,
+    set_access_cookies,
+    set_refresh_cookies,
+    unset_jwt_cookies,
+)
 from pydantic import BaseModel, ValidationError
 from spectree import Response as SpecResponse
 
@@ -143,9 +149,51 @@ def token_response(result: AuthResult, status: int = 200, *, from_cookie: bool =
     response.headers["Pragma"] = "no-cache"
     if cookie_mode():
         set_access_cookies(response, tokens.access_token, max_age=tokens.expires_in)
-        refresh_max_age = int((tokens.refresh_expires_at - utcnow()).total_seconds())
-        set_refresh_cookies(response, tokens.refresh_token, max_age=max(refresh_max_age, 1))
+        refresh_max_age = max(int((tokens.refresh_expires_at - utcnow()).total_seconds()), 1)
+        set_refresh_cookies(response, tokens.refresh_token, max_age=refresh_max_age)
+        # A second copy for /logout, so a browser can log out after its access cookie expired.
+        # The refresh token still travels to no other path.
+        _refresh_cookie(response, tokens.refresh_token, max_age=refresh_max_age)
     return response
+
+
+LOGOUT_PATH = "/logout"
+
+
+def _refresh_cookie(response: Response, value: str, *, max_age: int) -> None:
+    config = current_app.config
+    response.set_cookie(
+        config["JWT_REFRESH_COOKIE_NAME"],
+        value=value,
+        max_age=max_age,
+        secure=config["JWT_COOKIE_SECURE"],
+        httponly=True,
+        path=LOGOUT_PATH,
+        samesite=config["JWT_COOKIE_SAMESITE"],
+    )
+
+
+def refresh_cookie_only() -> bool:
+    """A cookie-mode request carrying the refresh cookie but no access token at all."""
+    config = current_app.config
+    return (
+        "Authorization" not in request.headers
+        and config["JWT_ACCESS_COOKIE_NAME"] not in request.cookies
+        and config["JWT_REFRESH_COOKIE_NAME"] in request.cookies
+    )
+
+
+def clear_cookies(response: Response) -> None:
+    """Every token and CSRF cookie, including the /logout copy of the refresh cookie."""
+    unset_jwt_cookies(response)
+    config = current_app.config
+    response.delete_cookie(
+        config["JWT_REFRESH_COOKIE_NAME"],
+        path=LOGOUT_PATH,
+        secure=config["JWT_COOKIE_SECURE"],
+        httponly=True,
+        samesite=config["JWT_COOKIE_SAMESITE"],
+    )
 
 
 def json_response(model: BaseModel, status: int = 200, *, exclude_none: bool = False) -> Response:
