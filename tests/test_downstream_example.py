@@ -17,9 +17,6 @@ import hmac
 import importlib.util
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -27,11 +24,11 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import jwt
+import psycopg
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
@@ -40,41 +37,13 @@ from flask.testing import FlaskClient
 
 from authsvc import create_app
 from authsvc.extensions import db
-from tests.conftest import TEST_SECRET
+from tests.conftest import TABLES, TEST_SECRET
 from tests.helpers import PASSWORD, claims_of, sign_with_service_key
+from tests.servers import BIN, ROOT, authsvc_gunicorn, flask_command, free_port, running
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 DOWNSTREAM = ROOT / "examples" / "downstream"
-START_TIMEOUT = 60
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_healthy(url: str, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        try:
-            if requests.get(url, timeout=3).status_code == 200:
-                return
-        except requests.RequestException:
-            pass  # not listening yet, or workers still booting
-        if process.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"{url} did not come up:\n{log_path.read_text()}")
-        time.sleep(0.2)
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
+# A short publish delay, so the rotation test waits seconds, not minutes.
+PUBLISH_DELAY = 3
 
 
 def b64url(data: bytes) -> str:
@@ -106,6 +75,7 @@ def assert_unauthorized(response: Any, code: str = "invalid_token") -> None:
 class Authsvc:
     base_url: str
     config: dict[str, str]
+    env: dict[str, str]
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -115,7 +85,8 @@ class Authsvc:
     scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)]
 )
 def authsvc(request, tmp_path_factory) -> Iterator[Authsvc]:
-    """authsvc under gunicorn, with the same command lines as tests/test_e2e_gunicorn.py."""
+    """authsvc with the command lines the compose services run: migrate, then gunicorn (two
+    workers on PostgreSQL + Redis, as in docker-compose.yml)."""
     tmp_path = tmp_path_factory.mktemp(f"authsvc-{request.param}")
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
@@ -123,6 +94,7 @@ def authsvc(request, tmp_path_factory) -> Iterator[Authsvc]:
         "AUTHSVC_ISSUER": issuer,
         "AUTHSVC_ARGON2_MEMORY_KIB": "1024",
         "AUTHSVC_ARGON2_TIME_COST": "1",
+        "AUTHSVC_JWKS_MAX_AGE": str(PUBLISH_DELAY),
     }
     if request.param == "sqlite":
         config.update(AUTHSVC_ENV="development", DATABASE_URL=f"sqlite:///{tmp_path}/authsvc.db")
@@ -134,40 +106,17 @@ def authsvc(request, tmp_path_factory) -> Iterator[Authsvc]:
             DATABASE_URL=database,
             REDIS_URL=request.getfixturevalue("redis_url"),
         )
-        import psycopg
-
         with psycopg.connect(database, autocommit=True) as conn:
-            conn.execute("TRUNCATE revoked_tokens, sessions, users, signing_keys CASCADE")
+            conn.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
     env = {
         **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
         **config,
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        "WEB_CONCURRENCY": "2",  # as docker-compose.yml runs it
     }
     (tmp_path / "metrics").mkdir()
-    migrate = subprocess.run(
-        [str(BIN / "flask"), "--app", "wsgi", "db", "upgrade"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert migrate.returncode == 0, migrate.stderr
-    log_path = tmp_path / "authsvc.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_healthy(f"{issuer}/healthz", process, log_path)
-        yield Authsvc(issuer, config)
-    finally:
-        stop(process)
+    with authsvc_gunicorn(env, port, tmp_path / "authsvc.log") as base_url:
+        yield Authsvc(base_url, config, env)
 
 
 @pytest.fixture(scope="module")
@@ -175,29 +124,20 @@ def downstream(authsvc: Authsvc, tmp_path_factory) -> Iterator[str]:
     """The example under gunicorn; its environment holds the issuer URL and PATH, nothing else."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("downstream") / "downstream.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                str(BIN / "gunicorn"),
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "2",
-                "--threads",
-                "4",
-                "app:create_app()",
-            ],
-            cwd=DOWNSTREAM,
-            env={"AUTHSVC_ISSUER": authsvc.base_url, "PATH": os.environ.get("PATH", "")},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    command = [
+        str(BIN / "gunicorn"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+        "--threads",
+        "4",
+        "app:create_app()",
+    ]
+    env = {"AUTHSVC_ISSUER": authsvc.base_url, "PATH": os.environ.get("PATH", "")}
     base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(f"{base_url}/healthz", process, log_path)
+    with running(command, env, f"{base_url}/healthz", log_path, cwd=DOWNSTREAM):
         yield base_url
-    finally:
-        stop(process)
 
 
 def call(base_url: str, path: str, token: str | None = None) -> requests.Response:
@@ -256,6 +196,46 @@ def test_downstream_accepts_only_authsvc_access_tokens(authsvc: Authsvc, downstr
 
 
 @pytest.mark.slow
+def test_key_rotation_reaches_the_running_downstream_without_a_restart(
+    authsvc: Authsvc, downstream: str
+):
+    """`flask keys rotate`, then the publish delay: new tokens carry the new kid; the running
+    downstream accepts them, and still accepts tokens the old (now retired) key signed."""
+    old = signup(authsvc, f"rotate-old-{uuid.uuid4().hex[:8]}@example.com")
+    old_kid = jwt.get_unverified_header(old["access_token"])["kid"]
+    assert call(downstream, "/hello", old["access_token"]).status_code == 200
+
+    output = flask_command(authsvc.env, "keys", "rotate")
+    new_kid = next(line.split()[1] for line in output.splitlines() if line.startswith("published"))
+    assert new_kid != old_kid
+    jwks = requests.get(authsvc.url("/.well-known/jwks.json"), timeout=5).json()
+    assert new_kid in {key["kid"] for key in jwks["keys"]}  # published before it signs
+
+    # Until the publish delay is over the old key signs; after it (and the key cache), the new.
+    deadline = time.monotonic() + PUBLISH_DELAY + 15
+    while True:
+        fresh = signup(authsvc, f"rotate-new-{uuid.uuid4().hex[:8]}@example.com")
+        kid = jwt.get_unverified_header(fresh["access_token"])["kid"]
+        if kid == new_kid:
+            break
+        assert kid == old_kid
+        assert time.monotonic() < deadline, "the new key never started signing"
+        time.sleep(0.5)
+
+    for _ in range(4):  # both downstream workers
+        assert call(downstream, "/hello", fresh["access_token"]).status_code == 200
+        assert call(downstream, "/hello", old["access_token"]).status_code == 200
+    me = requests.get(
+        authsvc.url("/me"), headers={"Authorization": f"Bearer {old['access_token']}"}, timeout=5
+    )
+    assert me.status_code == 200
+    keys = flask_command(authsvc.env, "keys", "list")
+    states = {
+        line.split()[0]: line.split()[2] for line in keys.splitlines() if line and line[0] != "{"
+    }
+    assert states[new_kid] == "active" and states[old_kid] == "retired"
+
+
 def test_downstream_checks_claims_of_validly_signed_tokens(authsvc: Authsvc, downstream: str):
     """Tokens signed with authsvc's own key (an in-process app on the same database), each
     breaking one rule; and the admin role, which a signup never gets."""
