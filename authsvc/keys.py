@@ -9,8 +9,10 @@ known here before any token signed with it can arrive.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -23,7 +25,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jwt.algorithms import get_default_algorithms
 from sqlalchemy import case, delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from .database import write_transaction
 from .extensions import db
@@ -35,7 +38,11 @@ from .observability import security_event
 CACHE_SECONDS = 30.0
 # An unknown `kid` triggers a reload at most this often, so forged kids cannot hammer the database.
 UNKNOWN_KID_RELOAD_SECONDS = 1.0
+# While the database is unreachable, the cached keys are served and a reload tried this often.
+STORE_RETRY_SECONDS = 1.0
 PUBLISHED_STATES = ("next", "active", "retired")
+
+log = logging.getLogger("authsvc.keys")
 # Public JWK members, the only ones ever published (RFC 7517/7518/8037).
 _PUBLIC_MEMBERS = ("kty", "crv", "x", "y", "n", "e")
 _THUMBPRINT_MEMBERS = {
@@ -177,9 +184,19 @@ class KeyRing:
 
     def _fresh(self) -> dict[str, LoadedKey]:
         if time.monotonic() - self._loaded_at > self._cache_seconds:
-            self._reload()
-            if self._maintain():
+            try:
                 self._reload()
+                if self._maintain():
+                    self._reload()
+            except (DBAPIError, PoolTimeoutError):
+                # The database is unreachable: keep publishing and verifying with the keys we
+                # know (a key is retired long before it goes, so none is wrongly trusted), and
+                # try again shortly. With no keys at all there is nothing to serve: 503.
+                _rollback_quietly()
+                if not self._keys:
+                    raise
+                log.warning("key table unreachable; serving the cached keys")
+                self._loaded_at = time.monotonic() - self._cache_seconds + STORE_RETRY_SECONDS
         return self._keys
 
     def refresh(self) -> None:
@@ -196,6 +213,11 @@ class KeyRing:
                 self._reload()
                 key = self._keys.get(kid)
         return key
+
+    def cached_signing_key(self) -> LoadedKey:
+        """The active key, from the cache when the database is unreachable (JWKS, discovery)."""
+        active = _find(self._fresh(), "active")
+        return active if active is not None else self.signing_key()
 
     def signing_key(self) -> LoadedKey:
         """The active key, creating the first one (or one for a changed algorithm) if needed."""
@@ -293,6 +315,12 @@ class KeyRing:
                 db.session.add(self.create_key_row("active"))
         except IntegrityError:
             pass  # another process created the key first; the caller reloads.
+
+
+def _rollback_quietly() -> None:
+    # The connection may already be gone; the pool discards it.
+    with contextlib.suppress(DBAPIError, PoolTimeoutError):
+        db.session.rollback()
 
 
 def _find(keys: dict[str, LoadedKey], state: str) -> LoadedKey | None:

@@ -24,8 +24,8 @@ def jwks() -> Response:
     """The public keys that verify our tokens: next, active and retired. Never private parts."""
     keyring = runtime().keyring
     # Make sure a key exists: a verifier that fetches the set before the first login must not
-    # cache an empty one for max-age seconds.
-    keyring.signing_key()
+    # cache an empty one for max-age seconds. (From the cache while the database is down.)
+    keyring.cached_signing_key()
     return _cacheable(keyring.jwks())
 
 
