@@ -44,9 +44,16 @@ def on_starting(server):
         mode = "one process" if workers == 1 else f"{workers} processes"
         print(
             f"authsvc: no REDIS_URL: serving from {mode} with {threads} threads; the "
-            "access-token denylist is kept in the database",
+            "access-token denylist is kept in the database, rate-limit counters in process memory",
             file=sys.stderr,
         )
+        if workers > 1:
+            print(
+                "authsvc: WARNING: several worker processes without REDIS_URL: each process "
+                "counts rate limits on its own, so every limit is that many times weaker. Set "
+                "REDIS_URL, or WEB_CONCURRENCY=1 (and raise GUNICORN_THREADS).",
+                file=sys.stderr,
+            )
 
 
 def child_exit(server, worker):

@@ -26,6 +26,7 @@ from .keys import KeyPolicy, KeyRing
 from .observability import register_observability
 from .passwords import PasswordHasher, PasswordPolicy
 from .runtime import Runtime, install
+from .throttling import register_throttling
 from .tokens import jwt_config, register_jwt_callbacks
 
 __all__ = ["ConfigError", "create_app"]
@@ -47,6 +48,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     register_extensions(app, settings)
     register_runtime(app, settings)
     register_blueprints(app)
+    register_throttling(app, settings)
     register_error_handlers(app)
     register_observability(app)
     register_cli(app)

@@ -8,10 +8,14 @@ from http import HTTPStatus
 
 from flask import Flask, Response, json
 from flask_jwt_extended.exceptions import CSRFError
+from flask_limiter.errors import RateLimitExceeded
+from limits.errors import StorageError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
+
+from .throttling import retry_after_seconds
 
 log = logging.getLogger("authsvc.errors")
 
@@ -118,6 +122,11 @@ class NotFound(AuthsvcError):
     detail = "No such resource."
 
 
+class RateLimited(AuthsvcError):
+    status, code = 429, "rate_limited"
+    detail = "Too many requests; try again later."
+
+
 class Unavailable(AuthsvcError):
     status, code = 503, "unavailable"
     detail = "A backing service is unavailable; try again shortly."
@@ -156,6 +165,11 @@ def _http_exception(error: HTTPException) -> Response:
     return problem(status, code, detail, headers)
 
 
+def _rate_limited(_error: RateLimitExceeded) -> Response:
+    retry_after = retry_after_seconds()
+    return RateLimited(headers={"Retry-After": str(retry_after)}).response()
+
+
 def _unavailable(error: Exception) -> Response:
     # Fail closed: a store we cannot reach means no answer, never an unchecked yes.
     log.warning("backing service unavailable: %s", type(error).__name__)
@@ -178,6 +192,8 @@ def register_error_handlers(app: Flask) -> None:
     # flask-jwt-extended sends a CSRF failure to its "unauthorized" callback (as if no token had
     # been sent); registered after JWTManager.init_app, this handler replaces its own.
     app.register_error_handler(CSRFError, lambda _error: InvalidCsrf().response())
+    app.register_error_handler(RateLimitExceeded, _rate_limited)
+    app.register_error_handler(StorageError, _unavailable)
     app.register_error_handler(HTTPException, _http_exception)
     app.register_error_handler(DBAPIError, _database_error)
     app.register_error_handler(PoolTimeoutError, _unavailable)

@@ -95,6 +95,7 @@ def authsvc(request, tmp_path_factory) -> Iterator[Authsvc]:
         "AUTHSVC_ARGON2_MEMORY_KIB": "1024",
         "AUTHSVC_ARGON2_TIME_COST": "1",
         "AUTHSVC_JWKS_MAX_AGE": str(PUBLISH_DELAY),
+        "AUTHSVC_RATELIMIT_ENABLED": "false",  # the rotation test signs up repeatedly
     }
     if request.param == "sqlite":
         config.update(AUTHSVC_ENV="development", DATABASE_URL=f"sqlite:///{tmp_path}/authsvc.db")
