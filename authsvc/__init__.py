@@ -16,6 +16,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .api import account, auth, introspection, ops, wellknown
 from .api.common import MAX_BODY_BYTES
+from .breached import BreachedPasswordChecker
 from .cli import register_cli
 from .config import ConfigError, Settings, load_settings
 from .database import configure_sqlite, engine_options
@@ -110,7 +111,13 @@ def register_runtime(app: Flask, settings: Settings) -> None:
                 parallelism=settings.argon2_parallelism,
             ),
             password_policy=PasswordPolicy(
-                min_length=settings.password_min_length, max_length=settings.password_max_length
+                min_length=settings.password_min_length,
+                max_length=settings.password_max_length,
+                breached=(
+                    BreachedPasswordChecker(settings.breached_password_api)
+                    if settings.breached_password_api
+                    else None
+                ),
             ),
             keyring=KeyRing(secret_key=settings.secret_key, policy=key_policy(settings)),
             denylist=denylist,

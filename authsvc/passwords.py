@@ -7,6 +7,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Protocol
 
 from passlib.context import CryptContext
 
@@ -29,10 +30,16 @@ def common_passwords() -> frozenset[str]:
     return frozenset(gzip.decompress(data).decode("utf-8").split())
 
 
+class BreachChecker(Protocol):
+    def is_breached(self, password: str) -> bool: ...
+
+
 @dataclass(frozen=True)
 class PasswordPolicy:
     min_length: int
     max_length: int
+    # AUTHSVC_BREACHED_PASSWORD_API, asked last (it is the only check that leaves the process).
+    breached: BreachChecker | None = None
 
     def check(self, password: str, *, username: str | None = None) -> str:
         """Return the normalised password, or raise WeakPassword with the reason."""
@@ -46,6 +53,8 @@ class PasswordPolicy:
             raise WeakPassword("That password is too common; choose another.")
         if username is not None and lowered == username.casefold():
             raise WeakPassword("The password must not be the username.")
+        if self.breached is not None and self.breached.is_breached(normalized):
+            raise WeakPassword("This password has appeared in a data breach; choose another.")
         return normalized
 
 
