@@ -203,6 +203,9 @@ def _database_url(value: str) -> str:
         raise ConfigError(
             f"DATABASE_URL must be a sqlite:// or postgresql:// URL, got a {shown!r} URL"
         )
+    if driver == "sqlite" and (rest in {"", "/"} or ":memory:" in rest or "mode=memory" in rest):
+        # Each connection would get its own empty database.
+        raise ConfigError("DATABASE_URL must name a SQLite file, not an in-memory database")
     return f"{driver}://{rest}"
 
 

@@ -25,8 +25,20 @@ def engine_options(database_url: str, pool_size: int) -> dict[str, Any]:
     options: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": 10}
     if database_url.startswith("postgresql"):
         options["pool_recycle"] = 1800
-        # Bound how long a request waits for an unreachable server before answering 503.
-        options["connect_args"] = {"connect_timeout": 3}
+        # A pooled connection may have died with a server restart: test it on checkout (one
+        # round trip) so the first request after a restart succeeds instead of answering 503.
+        options["pool_pre_ping"] = True
+        # Bound how long a request waits for an unreachable server before answering 503: the
+        # connect itself, and (TCP keepalives, tcp_user_timeout) a connection already open when
+        # the network or the server goes silent, which would otherwise hang for many minutes.
+        options["connect_args"] = {
+            "connect_timeout": 3,
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 2,
+            "tcp_user_timeout": 10_000,
+        }
     return options
 
 

@@ -10,6 +10,8 @@ from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
+from .schemas import Problem
+
 # Deterministic constraint names, so Alembic migrations can drop or alter them by name.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -40,10 +42,14 @@ openapi = SpecTree(
     description="A token issuer: signup, login, rotating refresh tokens, JWKS.",
     mode="strict",
     annotations=False,
+    # Bad input is a 400 problem (authsvc.api.common.parse_body), never spectree's 422.
+    validation_error_status=400,
+    validation_error_model=Problem,
     security_schemes=[
         SecurityScheme(
             name="bearer",
             data=SecuritySchemeData(type="http", scheme="bearer", bearer_format="JWT"),
-        )
+        ),
+        SecurityScheme(name="basic", data=SecuritySchemeData(type="http", scheme="basic")),
     ],
 )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .models import User
+if TYPE_CHECKING:
+    from .models import User
 
 # Generous structural bounds; the configured limits (password length, username rules) are
 # checked by the services with their own error codes.

@@ -103,7 +103,14 @@ def login(username: str, password: str, client: Client) -> AuthResult:
     rt = runtime()
     if len(username) > usernames.MAX_LENGTH or len(password) > rt.settings.password_max_length:
         raise InvalidRequest("The username or password is too long.")
-    user = db.session.scalar(select(User).where(User.username == usernames.normalize(username)))
+    normalized = usernames.normalize(username)
+    # A name no signup could have made (PostgreSQL cannot even compare text holding NUL) is
+    # simply an unknown user.
+    user = (
+        db.session.scalar(select(User).where(User.username == normalized))
+        if "\x00" not in normalized
+        else None
+    )
     if user is None:
         # Same work, same answer as a wrong password: no way to tell which usernames exist.
         rt.hasher.dummy_verify(password)
@@ -269,7 +276,12 @@ def revoke_session(user_id: uuid.UUID, session_id: uuid.UUID) -> None:
 
 
 def find_user(username: str) -> User:
-    user = db.session.scalar(select(User).where(User.username == usernames.normalize(username)))
+    normalized = usernames.normalize(username)
+    user = (
+        db.session.scalar(select(User).where(User.username == normalized))
+        if "\x00" not in normalized
+        else None
+    )
     if user is None:
         raise NotFound(f"No user named {usernames.normalize(username)!r}.")
     return user

@@ -344,3 +344,19 @@ def test_logout_twice_is_401(client):
     assert_invalid_token(
         client.post("/logout", headers=bearer(tokens["access_token"])), "token_revoked"
     )
+
+
+def test_client_details_are_sanitised_before_storage(make_app):
+    """User-Agent and forwarded addresses are client-controlled: control characters (PostgreSQL
+    refuses NUL in text) are dropped and lengths bounded, never a 500."""
+    client = make_app(AUTHSVC_TRUSTED_PROXIES="1").test_client()
+    response = client.post(
+        "/signup",
+        json={"username": "alice", "password": PASSWORD},
+        headers={"User-Agent": "agent\x00\x07/1.0", "X-Forwarded-For": "x" * 300},
+    )
+    assert response.status_code == 201, response.get_json()
+    sessions = client.get("/sessions", headers=bearer(response.get_json()["access_token"]))
+    [session] = sessions.get_json()["sessions"]
+    assert session["user_agent"] == "agent/1.0"
+    assert session["ip"] == "x" * 64

@@ -510,3 +510,8 @@ def test_development_secret_is_shared_by_racing_processes(tmp_path):
     (tmp_path / "secret_key").write_text("")
     with pytest.raises(ConfigError, match="AUTHSVC_SECRET_KEY"):
         load_settings(str(tmp_path), {"AUTHSVC_ENV": "development"}, environ={})
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory"])
+def test_in_memory_sqlite_is_refused(tmp_path, url):
+    refused(tmp_path, "DATABASE_URL", DATABASE_URL=url)

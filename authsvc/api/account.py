@@ -15,7 +15,7 @@ bp = Blueprint("account", __name__)
 
 
 @bp.get("/me")
-@documented(ok=(200, UserOut), errors=(401,), auth=True, tag="account")
+@documented(ok=(200, UserOut), errors=(401, 503), auth="bearer", tag="account")
 @jwt_required()
 def me() -> Response:
     """The user the access token belongs to."""
@@ -24,7 +24,11 @@ def me() -> Response:
 
 @bp.post("/password")
 @documented(
-    body=PasswordChange, ok=(204, None), errors=(400, 401, 413, 415), auth=True, tag="account"
+    body=PasswordChange,
+    ok=(204, None),
+    errors=(400, 401, 413, 415, 503),
+    auth="bearer",
+    tag="account",
 )
 @jwt_required()
 def change_password() -> Response:
@@ -36,7 +40,7 @@ def change_password() -> Response:
 
 
 @bp.get("/sessions")
-@documented(ok=(200, SessionList), errors=(401,), auth=True, tag="account")
+@documented(ok=(200, SessionList), errors=(401, 503), auth="bearer", tag="account")
 @jwt_required()
 def list_sessions() -> Response:
     """The user's live sessions; `current` marks the one this token belongs to."""
@@ -57,7 +61,7 @@ def list_sessions() -> Response:
 
 
 @bp.delete("/sessions/<uuid:session_id>")
-@documented(ok=(204, None), errors=(401, 404), auth=True, tag="account")
+@documented(ok=(204, None), errors=(401, 404, 503), auth="bearer", tag="account")
 @jwt_required()
 def revoke_session(session_id: uuid.UUID) -> Response:
     """Revoke one of the user's sessions (its refresh and access tokens stop working)."""

@@ -28,10 +28,17 @@ from .common import (
 bp = Blueprint("auth", __name__)
 
 _BODY_ERRORS = (400, 413, 415)
+# 503 wherever the database or Redis is needed; 429 where throttling applies.
+_STORES = (503,)
 
 
 @bp.post("/signup")
-@documented(body=Credentials, ok=(201, TokenResponse), errors=(*_BODY_ERRORS, 409), tag="auth")
+@documented(
+    body=Credentials,
+    ok=(201, TokenResponse),
+    errors=(*_BODY_ERRORS, 409, 429, *_STORES),
+    tag="auth",
+)
 def signup() -> Response:
     """Create an account and its first session."""
     body = require_body(Credentials)
@@ -39,7 +46,12 @@ def signup() -> Response:
 
 
 @bp.post("/login")
-@documented(body=Credentials, ok=(200, TokenResponse), errors=(*_BODY_ERRORS, 401), tag="auth")
+@documented(
+    body=Credentials,
+    ok=(200, TokenResponse),
+    errors=(*_BODY_ERRORS, 401, 429, *_STORES),
+    tag="auth",
+)
 def login() -> Response:
     """Log in: a new session and a token pair."""
     body = require_body(Credentials)
@@ -47,7 +59,14 @@ def login() -> Response:
 
 
 @bp.post("/refresh")
-@documented(body=RefreshRequest, ok=(200, TokenResponse), errors=(*_BODY_ERRORS, 401), tag="auth")
+@documented(
+    body=RefreshRequest,
+    optional_body=True,
+    ok=(200, TokenResponse),
+    errors=(*_BODY_ERRORS, 401, 429, *_STORES),
+    auth="bearer-or-body",
+    tag="auth",
+)
 def refresh() -> Response:
     """Rotate a refresh token: a new pair; the old token stays usable for the grace window only.
 
@@ -67,7 +86,14 @@ def refresh() -> Response:
 
 
 @bp.post("/logout")
-@documented(body=LogoutRequest, ok=(204, None), errors=(*_BODY_ERRORS, 401), auth=True, tag="auth")
+@documented(
+    body=LogoutRequest,
+    optional_body=True,
+    ok=(204, None),
+    errors=(*_BODY_ERRORS, 401, *_STORES),
+    auth="bearer",
+    tag="auth",
+)
 def logout() -> Response:
     """Revoke this session (`local`), every session (`global`) or every other one (`others`).
 

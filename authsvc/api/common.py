@@ -119,9 +119,18 @@ def require_body(model: type[ModelT]) -> ModelT:
 
 
 def client() -> Client:
-    """The caller as stored on a session. ProxyFix has already applied AUTHSVC_TRUSTED_PROXIES."""
-    agent = request.headers.get("User-Agent")
-    return Client(user_agent=agent[:512] if agent else None, ip=request.remote_addr)
+    """The caller as stored on a session. ProxyFix has already applied AUTHSVC_TRUSTED_PROXIES.
+
+    Both come from headers the client controls: control characters (PostgreSQL refuses NUL in
+    text) are dropped and the lengths bounded to the columns.
+    """
+    agent = _printable(request.headers.get("User-Agent") or "")[:512]
+    address = _printable(request.remote_addr or "")[:64]
+    return Client(user_agent=agent or None, ip=address or None)
+
+
+def _printable(value: str) -> str:
+    return "".join(char for char in value if char.isprintable())
 
 
 def cookie_mode() -> bool:
@@ -213,23 +222,48 @@ def access_context() -> AccessContext:
     )
 
 
+# What spectree cannot say, kept on the view for authsvc.api.ops to add to the document.
+OPENAPI_EXTRA = "_authsvc_openapi"
+
+
 def documented(
     *,
     ok: tuple[int, type[BaseModel] | None],
     errors: tuple[int, ...] = (),
     body: type[BaseModel] | None = None,
-    auth: bool = False,
+    optional_body: bool = False,
+    form_body: bool = False,
+    auth: str | None = None,
     tag: str,
 ) -> Callable[[ViewT], ViewT]:
-    """Describe a view in /openapi.json from the same models it parses with (no validation)."""
+    """Describe a view in /openapi.json from the same models it parses with (no validation).
+
+    ``auth``: "bearer", "bearer-or-body" (the refresh token may also come in the body or a
+    cookie), "basic", or None.
+    """
     status, model = ok
     responses: dict[str, Any] = {f"HTTP_{status}": model}
     for code in errors:
         responses[f"HTTP_{code}"] = Problem
-    return openapi.validate(
+    spectree = openapi.validate(
         json=body,
         resp=SpecResponse(**responses),
         tags=[tag],
-        security={"bearer": []} if auth else None,
+        security={"basic": []} if auth == "basic" else {"bearer": []} if auth else None,
         skip_validation=True,
     )
+
+    def decorate(view: ViewT) -> ViewT:
+        wrapped = spectree(view)
+        setattr(
+            wrapped,
+            OPENAPI_EXTRA,
+            {
+                "optional_body": optional_body,
+                "form_body": form_body,
+                "bearer_optional": auth == "bearer-or-body",
+            },
+        )
+        return wrapped
+
+    return decorate

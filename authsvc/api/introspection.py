@@ -42,8 +42,10 @@ def _introspection_request() -> IntrospectionRequest:
 @bp.post("/introspect")
 @documented(
     body=IntrospectionRequest,
+    form_body=True,
     ok=(200, Introspection),
-    errors=(400, 401, 413, 415),
+    errors=(400, 401, 413, 415, 503),
+    auth="basic",
     tag="introspection",
 )
 def introspect() -> Response:

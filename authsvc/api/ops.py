@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, json
+import copy
+import re
+from typing import Any
+
+from flask import Blueprint, Response, current_app, json
 from sqlalchemy import text
 
 from ..errors import PROBLEM_JSON, UNAVAILABLE_RETRY_AFTER
@@ -10,7 +14,9 @@ from ..extensions import db, openapi
 from ..observability import metrics_response
 from ..runtime import runtime
 from ..schemas import Health, Problem
-from .common import documented, json_response
+from .common import OPENAPI_EXTRA, documented, json_response
+
+_FORM = "application/x-www-form-urlencoded"
 
 bp = Blueprint("ops", __name__)
 
@@ -72,4 +78,48 @@ def metrics() -> Response:
 @bp.get("/openapi.json")
 def openapi_document() -> Response:
     """The OpenAPI 3.1 document, generated from the request and response models."""
-    return Response(json.dumps(openapi.spec), mimetype="application/json")
+    document = current_app.extensions.get(_DOCUMENT_KEY)
+    if document is None:
+        document = json.dumps(_complete(copy.deepcopy(openapi.spec)))
+        current_app.extensions[_DOCUMENT_KEY] = document
+    return Response(document, mimetype="application/json")
+
+
+_DOCUMENT_KEY = "authsvc.openapi"
+_PATH_PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def _complete(spec: dict[str, Any]) -> dict[str, Any]:
+    """Add what spectree cannot express: problem+json errors, optional and form bodies, and a
+    bearer token that may come from the body instead (from each view's `documented` extras)."""
+    for path_item in spec["paths"].values():
+        for operation in path_item.values():
+            for response in operation.get("responses", {}).values():
+                content = response.get("content", {})
+                schema = content.get("application/json", {}).get("schema", {})
+                if schema.get("$ref", "").split("/")[-1].startswith("Problem."):
+                    content[PROBLEM_JSON] = content.pop("application/json")
+    for rule in current_app.url_map.iter_rules():
+        extra = _extra(current_app.view_functions[rule.endpoint])
+        path = _PATH_PARAMETER.sub(r"{\1}", rule.rule)
+        for method in rule.methods or ():
+            operation = spec["paths"].get(path, {}).get(method.lower())
+            if extra is None or operation is None:
+                continue
+            body = operation.get("requestBody")
+            if body is not None and extra["optional_body"]:
+                body["required"] = False
+            if body is not None and extra["form_body"]:
+                body["content"][_FORM] = dict(body["content"]["application/json"])
+            if extra["bearer_optional"]:
+                operation["security"] = [{"bearer": []}, {}]
+    return spec
+
+
+def _extra(view: Any) -> dict[str, bool] | None:
+    while view is not None:
+        extra = getattr(view, OPENAPI_EXTRA, None)
+        if extra is not None:
+            return extra
+        view = getattr(view, "__wrapped__", None)
+    return None

@@ -19,7 +19,7 @@ def _cacheable(payload: object) -> Response:
 
 
 @bp.get("/jwks.json")
-@documented(ok=(200, JwkSet), tag="discovery")
+@documented(ok=(200, JwkSet), errors=(503,), tag="discovery")
 def jwks() -> Response:
     """The public keys that verify our tokens: next, active and retired. Never private parts."""
     keyring = runtime().keyring
@@ -30,7 +30,7 @@ def jwks() -> Response:
 
 
 @bp.get("/openid-configuration")
-@documented(ok=(200, Discovery), tag="discovery")
+@documented(ok=(200, Discovery), errors=(503,), tag="discovery")
 def discovery() -> Response:
     """Everything a verifier needs from the issuer URL alone."""
     settings = runtime().settings
