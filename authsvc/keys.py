@@ -333,24 +333,26 @@ def promote(next_kid: str, active_kid: str) -> str | None:
     now = utcnow()
     try:
         with write_transaction():
-            retired = db.session.execute(
-                update(SigningKey)
-                .where(SigningKey.kid == active_kid, SigningKey.state == "active")
-                .values(state="retired", retired_at=now)
-            ).rowcount
-            if retired != 1:
-                raise _Abandon()
-            activated = db.session.execute(
-                update(SigningKey)
-                .where(SigningKey.kid == next_kid, SigningKey.state == "next")
-                .values(state="active", activated_at=now)
-            ).rowcount
-            if activated != 1:
+            if not (
+                _move(active_kid, "active", "retired", retired_at=now)
+                and _move(next_kid, "next", "active", activated_at=now)
+            ):
                 raise _Abandon()
     except _Abandon:
         return None
     security_event("key_rotated", kid=next_kid, retired_kid=active_kid)
     return next_kid
+
+
+def _move(kid: str, from_state: str, to_state: str, **values: datetime) -> bool:
+    """One conditional state change: True if this call made it (the key was still in
+    ``from_state``)."""
+    changed = db.session.execute(
+        update(SigningKey)
+        .where(SigningKey.kid == kid, SigningKey.state == from_state)
+        .values(state=to_state, **values)
+    ).rowcount
+    return changed == 1
 
 
 class _Abandon(Exception):

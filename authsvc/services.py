@@ -80,6 +80,15 @@ def _revoke_sessions(where: list, reason: str) -> int:
     return result.rowcount or 0
 
 
+def _user_named(username: str) -> User | None:
+    normalized = usernames.normalize(username)
+    if "\x00" in normalized:
+        # No signup could have made this name (and PostgreSQL cannot even compare text holding
+        # NUL): simply an unknown user.
+        return None
+    return db.session.scalar(select(User).where(User.username == normalized))
+
+
 def signup(username: str, password: str, client: Client) -> AuthResult:
     rt = runtime()
     normalized = usernames.validate(username)
@@ -103,14 +112,7 @@ def login(username: str, password: str, client: Client) -> AuthResult:
     rt = runtime()
     if len(username) > usernames.MAX_LENGTH or len(password) > rt.settings.password_max_length:
         raise InvalidRequest("The username or password is too long.")
-    normalized = usernames.normalize(username)
-    # A name no signup could have made (PostgreSQL cannot even compare text holding NUL) is
-    # simply an unknown user.
-    user = (
-        db.session.scalar(select(User).where(User.username == normalized))
-        if "\x00" not in normalized
-        else None
-    )
+    user = _user_named(username)
     if user is None:
         # Same work, same answer as a wrong password: no way to tell which usernames exist.
         rt.hasher.dummy_verify(password)
@@ -276,12 +278,7 @@ def revoke_session(user_id: uuid.UUID, session_id: uuid.UUID) -> None:
 
 
 def find_user(username: str) -> User:
-    normalized = usernames.normalize(username)
-    user = (
-        db.session.scalar(select(User).where(User.username == normalized))
-        if "\x00" not in normalized
-        else None
-    )
+    user = _user_named(username)
     if user is None:
         raise NotFound(f"No user named {usernames.normalize(username)!r}.")
     return user
