@@ -95,6 +95,8 @@ def check_token_shape(header: dict[str, Any], claims: dict[str, Any]) -> None:
     except ValueError:
         raise InvalidTokenError("bad sid") from None
     audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+    if not all(isinstance(audience, str) for audience in audiences):
+        raise InvalidTokenError("bad audience")
     if claims["type"] == "access":
         if header.get("typ") != ACCESS_TYP:
             raise InvalidTokenError("wrong typ")

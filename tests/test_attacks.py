@@ -855,3 +855,18 @@ def test_refresh_token_with_access_typ_header_is_refused(app, client):
     tokens = signup(client)
     token = sign_with_service_key(app, claims_of(tokens["refresh_token"]), {"typ": "at+jwt"})
     assert_invalid_token(client.post("/refresh", headers=bearer(token)))
+
+
+@pytest.mark.parametrize(
+    "aud",
+    [{"x": 1}, [{"x": 1}], [["authsvc"]], 7, None],
+    ids=["object", "list-of-object", "nested-list", "number", "null"],
+)
+def test_unsigned_token_with_odd_audience_types_is_401_not_500(client, aud):
+    """The shape check runs before the signature: odd types must be refused, never crash."""
+    tokens = signup(client)
+    header, _payload, signature = tokens["access_token"].split(".")
+    claims = {**claims_of(tokens["access_token"]), "aud": aud}
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    response = client.get("/me", headers=bearer(f"{header}.{forged}.{signature}"))
+    assert_invalid_token(response)
