@@ -149,6 +149,9 @@ def test_demo_page_flow_with_silent_refresh_and_csrf(setup):
     page.click("#login")
     page.wait_for_function("document.getElementById('status').textContent.includes('signed in')")
 
+    # Log out after the access cookie has expired: the refresh cookie (also sent to /logout)
+    # and its CSRF value do it.
+    time.sleep(ACCESS_TTL + 1)
     page.click("#logout")
     page.wait_for_function("document.getElementById('status').textContent === 'signed out'")
     page.click("#show-me")

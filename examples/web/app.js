@@ -97,7 +97,10 @@ async function listSessions() {
 }
 
 async function logout() {
-  const response = await authed("/logout", { method: "POST" });
+  // With the access cookie (and its CSRF cookie) already expired, logout uses the refresh
+  // cookie, which is also sent to /logout, and its CSRF cookie.
+  const csrfCookie = readCookie("csrf_access_token") ? "csrf_access_token" : "csrf_refresh_token";
+  const response = await call("/logout", { method: "POST", csrfCookie });
   if (response.status !== 204) return report(response);
   $("me").textContent = "";
   $("sessions").replaceChildren();
