@@ -1,0 +1,489 @@
+"""The benchmark harness: authsvc against raw argon2 and a do-it-yourself baseline, one command.
+
+    python bench/run.py [--backend sqlite|postgres|both] [--duration 10] [--connections 16]
+                        [--quick] [--output results.json]
+
+For each backend it starts authsvc under gunicorn (gunicorn.conf.py, throttling off), seeds a user
+and sessions, and drives loopback load with wrk (bench/wrk.lua) on POST /login, POST /refresh,
+GET /me, GET /.well-known/jwks.json and POST /introspect, one endpoint at a time; then reads the
+gunicorn workers' RSS. It then starts bench/baseline_app.py (flask-jwt-extended the tutorial
+way) under the same gunicorn settings and loads its /login, /refresh and /protected. Before the
+servers, it measures raw argon2 verifications per second with the configured cost in as many
+processes as gunicorn workers (and in one per CPU). It prints a table and the ratios against the
+issue's targets, and writes everything to a JSON file (default bench/results/<UTC time>.json).
+
+Only 127.0.0.1 is loaded. The PostgreSQL backend uses a throwaway database on the server at
+BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres), dropped at the end,
+and Redis at BENCH_REDIS_URL (default redis://127.0.0.1:6379/14). Exit status: 0 when every run
+completed (targets met or not: the ratios are reported, not enforced), 1 when a run failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import requests  # noqa: E402
+
+from tests.servers import BIN, authsvc_gunicorn, free_port, running  # noqa: E402
+
+WRK_SCRIPT = ROOT / "bench" / "wrk.lua"
+SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"  # noqa: S105 (loopback only)
+INTROSPECTION_CLIENT = ("bench", "bench-introspection-secret")
+USERNAME, PASSWORD = "bench-user@example.com", "correct horse battery staple"
+QUICK_ARGON2 = {"AUTHSVC_ARGON2_MEMORY_KIB": "1024", "AUTHSVC_ARGON2_TIME_COST": "1"}
+DEFAULT_ARGON2 = {"AUTHSVC_ARGON2_MEMORY_KIB": "19456", "AUTHSVC_ARGON2_TIME_COST": "2"}
+POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+AUTHSVC_ENDPOINTS = ["jwks", "me", "introspect", "refresh", "login"]
+BASELINE_ENDPOINTS = ["protected", "refresh", "login"]
+# name: (what, target, the ratio's numerator and denominator: (server, endpoint) or "argon2")
+TARGETS = {
+    "login_efficiency": "login req/s / raw argon2 verifies/s (processes = workers) >= 0.9",
+    "me_vs_protected": "/me req/s / baseline /protected req/s >= 0.7",
+    "jwks_vs_protected": "JWKS req/s / baseline /protected req/s >= 1.0",
+    "refresh_vs_baseline": "/refresh req/s / baseline /refresh req/s >= 0.5 (SQLite), 0.4 (PG)",
+    "worker_rss_mb": "largest gunicorn worker RSS after the load <= 80 MB",
+}
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# -- raw argon2 ----------------------------------------------------------------------------------
+
+
+def _verify_loop(params: dict[str, int], seconds: float) -> int:
+    from authsvc.passwords import PasswordHasher
+
+    hasher = PasswordHasher(**params)
+    stored = hasher.hash(PASSWORD)
+    count, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ok, _ = hasher.verify_and_update(PASSWORD, stored)
+        assert ok
+        count += 1
+    return count
+
+
+def argon2_rate(params: dict[str, int], processes: int, seconds: float) -> float:
+    """Verifications per second of ``processes`` processes verifying in a loop for ``seconds``."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes, mp_context=context) as pool:
+        _verify_loop(params, 0.05)  # import in the parent too: nothing below is start-up cost
+        started = time.monotonic()
+        counts = list(pool.map(_verify_loop, [params] * processes, [seconds] * processes))
+        elapsed = max(time.monotonic() - started, seconds)
+    return sum(counts) / elapsed
+
+
+# -- wrk -----------------------------------------------------------------------------------------
+
+
+def run_wrk(url: str, env: dict[str, str], args: argparse.Namespace) -> dict:
+    threads = min(args.wrk_threads, args.connections)
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{args.connections}",
+        f"-d{args.duration}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(WRK_SCRIPT),
+        url,
+    ]
+    wrk_env = {**os.environ, "BENCH_THREADS": str(threads), **env}
+    result = subprocess.run(  # noqa: S603 (a fixed command line)
+        command, env=wrk_env, capture_output=True, text=True, timeout=args.duration + 60
+    )
+    match = re.search(r"^BENCH_RESULT (\{.*\})$", result.stdout, re.MULTILINE)
+    if result.returncode != 0 or not match:
+        raise BenchError(f"wrk failed on {url}:\n{result.stdout}\n{result.stderr}")
+    raw = json.loads(match.group(1))
+    seconds = raw["duration_us"] / 1e6
+    failed = raw["errors_status"]
+    socket_errors = sum(raw[k] for k in ("errors_connect", "errors_read", "errors_write"))
+    return {
+        "requests": raw["requests"],
+        "non_2xx_3xx": failed,
+        "socket_errors": socket_errors,
+        "timeouts": raw["errors_timeout"],
+        "seconds": round(seconds, 3),
+        # Only successful answers count towards the rate.
+        "rps": round((raw["requests"] - failed) / seconds, 1) if seconds else 0.0,
+        "p50_ms": round(raw["p50_us"] / 1000, 2),
+        "p99_ms": round(raw["p99_us"] / 1000, 2),
+        "max_ms": round(raw["max_us"] / 1000, 2),
+    }
+
+
+# -- servers -------------------------------------------------------------------------------------
+
+
+def worker_rss_mb(master_pid: int) -> list[float]:
+    """VmRSS of every child of ``master_pid`` (the gunicorn workers), in MB (10^6 bytes)."""
+    sizes = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if int(fields.get("PPid", "0").strip()) == master_pid and "VmRSS" in fields:
+            kib = int(fields["VmRSS"].split()[0])
+            sizes.append(round(kib * 1024 / 1e6, 1))
+    return sorted(sizes)
+
+
+def _master_pid(port: int) -> int:
+    """The pid of the gunicorn master listening on ``port`` (tests.servers yields only the URL)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            parts = cmdline.read_bytes().split(b"\0")
+            environ = cmdline.with_name("environ").read_bytes()
+        except OSError:
+            continue
+        if any(p.endswith(b"gunicorn") for p in parts[:2]) and (
+            f"GUNICORN_BIND=127.0.0.1:{port}".encode() in environ.split(b"\0")
+        ):
+            pid = int(cmdline.parent.name)
+            status = (cmdline.parent / "status").read_text()
+            ppid = int(re.search(r"^PPid:\s*(\d+)", status, re.MULTILINE).group(1))
+            if ppid == os.getpid():
+                return pid
+    raise BenchError(f"no gunicorn master found for port {port}")
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    import psycopg
+
+    name = f"authsvc_bench_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except psycopg.Error as error:
+        raise BenchError(f"PostgreSQL at {POSTGRES_URL} is unreachable: {error}") from None
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def check_redis() -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as error:
+        raise BenchError(f"Redis at {REDIS_URL} is unreachable: {error}") from None
+
+
+def base_env(args: argparse.Namespace, workdir: Path, workers: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHSVC_", "GUNICORN_"))}
+    env.pop("REDIS_URL", None)
+    env.pop("DATABASE_URL", None)
+    metrics = workdir / f"metrics-{uuid.uuid4().hex[:6]}"
+    metrics.mkdir()
+    return {
+        **env,
+        **(QUICK_ARGON2 if args.quick else DEFAULT_ARGON2),
+        "AUTHSVC_ARGON2_PARALLELISM": "1",
+        "AUTHSVC_ENV": "production",
+        "AUTHSVC_SECRET_KEY": SECRET,
+        "AUTHSVC_RATELIMIT_ENABLED": "false",
+        "AUTHSVC_INTROSPECTION_CLIENTS": ":".join(INTROSPECTION_CLIENT),
+        "WEB_CONCURRENCY": str(workers),
+        "GUNICORN_LOGLEVEL": "warning",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+    }
+
+
+def seed(url: str, sessions: int) -> tuple[str, list[str]]:
+    """Sign a user up and log it in ``sessions`` times: its access token and the refresh tokens."""
+    http = requests.Session()
+    credentials = {"username": USERNAME, "password": PASSWORD}
+    answer = http.post(f"{url}/signup", json=credentials, timeout=30)
+    if answer.status_code != 201:
+        raise BenchError(f"signup failed: {answer.status_code} {answer.text}")
+    access = answer.json()["access_token"]
+    refresh_tokens = []
+    for _ in range(sessions):
+        answer = http.post(f"{url}/login", json=credentials, timeout=30)
+        if answer.status_code != 200:
+            raise BenchError(f"login failed: {answer.status_code} {answer.text}")
+        refresh_tokens.append(answer.json()["refresh_token"])
+    return access, refresh_tokens
+
+
+def bench_authsvc(args, backend: str, workdir: Path, workers: int) -> dict:
+    env = base_env(args, workdir, workers)
+    port = free_port()
+    env["AUTHSVC_ISSUER"] = f"http://127.0.0.1:{port}"
+    log = workdir / f"authsvc-{backend}.log"
+    database = postgres_database() if backend == "postgres" else _sqlite(workdir)
+    with database as database_url:
+        env["DATABASE_URL"] = database_url
+        if backend == "postgres":
+            check_redis()
+            env["REDIS_URL"] = REDIS_URL
+        with authsvc_gunicorn(env, port, log) as url:
+            master = _master_pid(port)
+            access, refresh_tokens = seed(url, sessions=2 * args.connections)
+            token_file = workdir / f"refresh-{backend}.txt"
+            token_file.write_text("\n".join(refresh_tokens) + "\n")
+            client_id, client_secret = INTROSPECTION_CLIENT
+            basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
+            specs = {
+                "jwks": ("/.well-known/jwks.json", {"BENCH_METHOD": "GET"}),
+                "me": ("/me", {"BENCH_AUTHORIZATION": f"Bearer {access}"}),
+                "introspect": (
+                    "/introspect",
+                    {
+                        "BENCH_METHOD": "POST",
+                        "BENCH_AUTHORIZATION": f"Basic {basic}",
+                        "BENCH_CONTENT_TYPE": "application/x-www-form-urlencoded",
+                        "BENCH_BODY": f"token={access}",
+                    },
+                ),
+                "refresh": ("/refresh", {"BENCH_REFRESH_TOKENS": str(token_file)}),
+                "login": (
+                    "/login",
+                    {
+                        "BENCH_METHOD": "POST",
+                        "BENCH_CONTENT_TYPE": "application/json",
+                        "BENCH_BODY": json.dumps({"username": USERNAME, "password": PASSWORD}),
+                    },
+                ),
+            }
+            results = {}
+            for name in AUTHSVC_ENDPOINTS:
+                path, wrk_env = specs[name]
+                results[name] = run_wrk(f"{url}{path}", wrk_env, args)
+                results[name]["worker_rss_mb_after"] = worker_rss_mb(master)
+                _progress(f"{backend} authsvc {name}", results[name])
+            rss = worker_rss_mb(master)
+    return {"endpoints": results, "worker_rss_mb": rss}
+
+
+@contextmanager
+def _sqlite(workdir: Path) -> Iterator[str]:
+    yield f"sqlite:///{workdir}/authsvc-{uuid.uuid4().hex[:6]}.db"
+
+
+def bench_baseline(args, backend: str, workdir: Path, workers: int) -> dict:
+    env = base_env(args, workdir, workers)
+    port = free_port()
+    env["GUNICORN_BIND"] = f"127.0.0.1:{port}"
+    if backend == "postgres":
+        env["REDIS_URL"] = REDIS_URL  # unused by the baseline; same gunicorn settings
+    url = f"http://127.0.0.1:{port}"
+    log = workdir / f"baseline-{backend}.log"
+    command = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "bench.baseline_app:app"]
+    password = "baseline password 1"  # noqa: S105
+    env["BASELINE_PASSWORD"] = password
+    with running(command, env, f"{url}/healthz", log):
+        master = _master_pid(port)
+        answer = requests.post(
+            f"{url}/login", json={"username": "alice", "password": password}, timeout=30
+        )
+        if answer.status_code != 200:
+            raise BenchError(f"baseline login failed: {answer.status_code} {answer.text}")
+        tokens = answer.json()
+        access, refresh = tokens["access_token"], tokens["refresh_token"]
+        specs = {
+            "protected": ("/protected", {"BENCH_AUTHORIZATION": f"Bearer {access}"}),
+            # No rotation in the baseline: the same refresh token is valid every time.
+            "refresh": (
+                "/refresh",
+                {"BENCH_METHOD": "POST", "BENCH_AUTHORIZATION": f"Bearer {refresh}"},
+            ),
+            "login": (
+                "/login",
+                {
+                    "BENCH_METHOD": "POST",
+                    "BENCH_CONTENT_TYPE": "application/json",
+                    "BENCH_BODY": json.dumps({"username": "alice", "password": password}),
+                },
+            ),
+        }
+        results = {}
+        for name in BASELINE_ENDPOINTS:
+            path, wrk_env = specs[name]
+            results[name] = run_wrk(f"{url}{path}", wrk_env, args)
+            results[name]["worker_rss_mb_after"] = worker_rss_mb(master)
+            _progress(f"{backend} baseline {name}", results[name])
+        rss = worker_rss_mb(master)
+    return {"endpoints": results, "worker_rss_mb": rss}
+
+
+def _progress(label: str, result: dict) -> None:
+    print(
+        f"  {label:<28} {result['rps']:>9.1f} req/s  p50 {result['p50_ms']:>7.2f} ms  "
+        f"p99 {result['p99_ms']:>7.2f} ms  non-2xx {result['non_2xx_3xx']}  "
+        f"RSS MB {result['worker_rss_mb_after']}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def ratios(backend: str, run: dict, argon2: dict[str, float]) -> dict:
+    ours, base = run["authsvc"]["endpoints"], run["baseline"]["endpoints"]
+    raw = argon2[str(run["workers"])]
+    refresh_target = 0.5 if backend == "sqlite" else 0.4
+
+    def ratio(a: float, b: float) -> float | None:
+        return round(a / b, 3) if b else None
+
+    rss = max(run["authsvc"]["worker_rss_mb"], default=None)
+    table = {
+        "login_efficiency": (ratio(ours["login"]["rps"], raw), 0.9, ">="),
+        "me_vs_protected": (ratio(ours["me"]["rps"], base["protected"]["rps"]), 0.7, ">="),
+        "jwks_vs_protected": (ratio(ours["jwks"]["rps"], base["protected"]["rps"]), 1.0, ">="),
+        "refresh_vs_baseline": (
+            ratio(ours["refresh"]["rps"], base["refresh"]["rps"]),
+            refresh_target,
+            ">=",
+        ),
+        "worker_rss_mb": (rss, 80.0, "<="),
+    }
+    out = {}
+    for name, (value, target, op) in table.items():
+        met = None if value is None else (value >= target if op == ">=" else value <= target)
+        out[name] = {"value": value, "target": f"{op} {target}", "met": met}
+    # For reading the login figure: the same ratio against one process per CPU.
+    cpus = str(os.cpu_count() or 1)
+    if cpus in argon2 and cpus != str(run["workers"]):
+        out["login_vs_all_cores"] = {
+            "value": ratio(ours["login"]["rps"], argon2[cpus]),
+            "target": "(information)",
+            "met": None,
+        }
+    return out
+
+
+def print_report(report: dict) -> None:
+    print(f"\nargon2id {report['argon2_params']}: raw verifies/s by processes: ", end="")
+    print(", ".join(f"{n}: {v:.1f}" for n, v in report["argon2_verifies_per_second"].items()))
+    for backend, run in report["runs"].items():
+        print(f"\n== {backend}: {run['workers']} worker(s) x {run['threads']} threads ==")
+        header = ("server", "endpoint", "req/s", "p50 ms", "p99 ms", "errors")
+        print("{:<9} {:<11} {:>9} {:>8} {:>8} {:>7}".format(*header))
+        for server in ("authsvc", "baseline"):
+            for name, r in run[server]["endpoints"].items():
+                errors = r["non_2xx_3xx"] + r["socket_errors"] + r["timeouts"]
+                print(
+                    f"{server:<9} {name:<11} {r['rps']:>9.1f} {r['p50_ms']:>8.2f} "
+                    f"{r['p99_ms']:>8.2f} {errors:>7}"
+                )
+            print(f"{server:<9} worker RSS MB: {run[server]['worker_rss_mb']}")
+        print(f"{'ratio':<22} {'value':>8}  {'target':<8} met")
+        for name, r in run["ratios"].items():
+            met = {True: "yes", False: "NO", None: "-"}[r["met"]]
+            print(f"{name:<22} {r['value']!s:>8}  {r['target']:<8} {met}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per endpoint")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="cheap argon2 (1 MiB, t=1)")
+    parser.add_argument("--output", type=Path, help="results JSON (default bench/results/...)")
+    args = parser.parse_args(argv)
+    if not 1 <= args.duration <= 600 or not 1 <= args.connections <= 256:
+        parser.error("--duration must be 1..600 and --connections 1..256")
+    if shutil.which("wrk") is None:
+        print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 1
+
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    cpus = os.cpu_count() or 1
+    # gunicorn.conf.py's defaults: one process without Redis, one per CPU with it.
+    workers = {"sqlite": 1, "postgres": cpus}
+    threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+    cost = QUICK_ARGON2 if args.quick else DEFAULT_ARGON2
+    params = {
+        "memory_kib": int(cost["AUTHSVC_ARGON2_MEMORY_KIB"]),
+        "time_cost": int(cost["AUTHSVC_ARGON2_TIME_COST"]),
+        "parallelism": 1,
+    }
+    report: dict = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": cpus, "platform": sys.platform, "python": sys.version.split()[0]},
+        "settings": {
+            "duration_s": args.duration,
+            "connections": args.connections,
+            "wrk_threads": args.wrk_threads,
+            "quick": args.quick,
+        },
+        "argon2_params": params,
+        "targets": TARGETS,
+        "argon2_verifies_per_second": {},
+        "runs": {},
+    }
+    seconds = min(max(args.duration / 2, 1.0), 5.0)
+    for n in sorted({workers[b] for b in backends} | {cpus}):
+        rate = argon2_rate(params, n, seconds)
+        report["argon2_verifies_per_second"][str(n)] = round(rate, 1)
+        print(f"  raw argon2 verify, {n} process(es): {rate:.1f}/s", file=sys.stderr, flush=True)
+
+    status = 0
+    with tempfile.TemporaryDirectory(prefix="authsvc-bench-") as tmp:
+        workdir = Path(tmp)
+        for backend in backends:
+            try:
+                run = {
+                    "workers": workers[backend],
+                    "threads": threads,
+                    "authsvc": bench_authsvc(args, backend, workdir, workers[backend]),
+                    "baseline": bench_baseline(args, backend, workdir, workers[backend]),
+                }
+            except (BenchError, AssertionError) as error:
+                print(f"bench: {backend} failed: {error}", file=sys.stderr)
+                status = 1
+                continue
+            run["ratios"] = ratios(backend, run, report["argon2_verifies_per_second"])
+            report["runs"][backend] = run
+
+    print_report(report)
+    output = args.output or (
+        ROOT / "bench" / "results" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nresults: {output}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
