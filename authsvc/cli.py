@@ -115,7 +115,8 @@ def sessions_revoke(username: str | None, session_id: uuid.UUID | None) -> None:
 
 @keys_cli.command("rotate")
 def keys_rotate() -> None:
-    """Publish a new key; it starts signing after AUTHSVC_JWKS_MAX_AGE seconds.
+    """Publish a new key; it starts signing after AUTHSVC_JWKS_MAX_AGE seconds (plus the key
+    cache lifetime, so every replica has published it for that long).
 
     Safe to run on several replicas at once: one key is created.
     """
@@ -126,7 +127,7 @@ def keys_rotate() -> None:
         pending = next(key for key in keys.list_keys() if key.state == "next")
         click.echo(f"a rotation is already pending: {pending.kid} (created {pending.created_at})")
         return
-    signs_from = row.created_at + keyring.policy.publish_delay
+    signs_from = keyring.signs_from(row.created_at)
     click.echo(f"published {row.kid} ({row.alg}); it signs from {signs_from:%Y-%m-%d %H:%M:%S} UTC")
 
 

@@ -248,7 +248,7 @@ class KeyRing:
         pending = _find(keys, "next")
         active = _find(keys, "active")
         if pending is not None and active is not None:
-            if pending.created_at + self.policy.publish_delay <= now:
+            if self.signs_from(pending.created_at) <= now:
                 promote(pending.kid, active.kid)
                 attempted = True
         elif pending is None and active is not None and self.policy.rotate_after is not None:
@@ -264,6 +264,12 @@ class KeyRing:
             attempted = True
         return attempted
 
+    def signs_from(self, created_at: datetime) -> datetime:
+        """When a key created at ``created_at`` may start signing: after every replica's cache
+        has picked it up (at most one cache lifetime) and then one full JWKS max-age, so any
+        verifier's cached JWKS already holds it."""
+        return created_at + self.policy.publish_delay + timedelta(seconds=self._cache_seconds)
+
     def publish_next_key(self, *, reason: str) -> SigningKey | None:
         """Publish a new ``next`` key; None if one is already pending (here or elsewhere)."""
         row = self.create_key_row("next")
@@ -277,7 +283,7 @@ class KeyRing:
             kid=row.kid,
             alg=row.alg,
             reason=reason,
-            signs_from=(row.created_at + self.policy.publish_delay).isoformat(),
+            signs_from=self.signs_from(row.created_at).isoformat(),
         )
         return row
 

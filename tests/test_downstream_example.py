@@ -209,8 +209,16 @@ def test_key_rotation_reaches_the_running_downstream_without_a_restart(
     output = flask_command(authsvc.env, "keys", "rotate")
     new_kid = next(line.split()[1] for line in output.splitlines() if line.startswith("published"))
     assert new_kid != old_kid
-    jwks = requests.get(authsvc.url("/.well-known/jwks.json"), timeout=5).json()
-    assert new_kid in {key["kid"] for key in jwks["keys"]}  # published before it signs
+    # Published (within one key-cache lifetime) while the old key still signs.
+    deadline = time.monotonic() + 5
+    while True:
+        jwks = requests.get(authsvc.url("/.well-known/jwks.json"), timeout=5).json()
+        if new_kid in {key["kid"] for key in jwks["keys"]}:
+            break
+        assert time.monotonic() < deadline, "the new key was never published"
+        time.sleep(0.2)
+    probe = signup(authsvc, f"rotate-probe-{uuid.uuid4().hex[:8]}@example.com")
+    assert jwt.get_unverified_header(probe["access_token"])["kid"] == old_kid
 
     # Until the publish delay is over the old key signs; after it (and the key cache), the new.
     deadline = time.monotonic() + PUBLISH_DELAY + 15

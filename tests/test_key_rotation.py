@@ -54,7 +54,7 @@ def test_rotation_publishes_first_then_signs_after_the_delay(make_app):
     assert set(jwks_kids(client)) == {old_kid, new_kid}
     assert kid_of(login(client)["access_token"]) == old_kid
 
-    time.sleep(2.6)
+    time.sleep(3.6)  # max-age 2 s + the key cache lifetime 1 s
     fresh = login(client)
     assert kid_of(fresh["access_token"]) == new_kid
     assert states(app) == {old_kid: "retired", new_kid: "active"}
@@ -118,7 +118,7 @@ def test_promotion_by_two_replicas_happens_once(make_app):
     first, second = make_app(AUTHSVC_JWKS_MAX_AGE="1"), make_app(AUTHSVC_JWKS_MAX_AGE="1")
     signup(first.test_client())
     first.test_cli_runner().invoke(args=["keys", "rotate"])
-    time.sleep(1.2)
+    time.sleep(2.2)
     barrier = threading.Barrier(2)
     kids = []
 
@@ -150,7 +150,7 @@ def test_scheduled_rotation(make_app):
     time.sleep(1.1)  # the key cache lifetime
     assert len(jwks_kids(client)) == 2  # a next key was published on schedule
     assert kid_of(login(client)["access_token"]) == old_kid
-    time.sleep(2.2)
+    time.sleep(3.2)
     assert kid_of(login(client)["access_token"]) != old_kid
 
 
@@ -170,7 +170,7 @@ def test_retired_keys_are_deleted_once_nothing_they_signed_can_live(make_app):
     client = app.test_client()
     old = signup(client)
     app.test_cli_runner().invoke(args=["keys", "rotate"])
-    time.sleep(1.2)
+    time.sleep(2.2)
     login(client)  # promotes
     old_kid = kid_of(old["access_token"])
     assert states(app)[old_kid] == "retired"
