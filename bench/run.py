@@ -1,7 +1,8 @@
 """The benchmark harness: authsvc against raw argon2 and a do-it-yourself baseline, one command.
 
     python bench/run.py [--backend sqlite|postgres|both] [--duration 10] [--connections 16]
-                        [--quick] [--output results.json]
+                        [--quick] [--output results.json] [--chart]
+    python bench/run.py --scale 1000,1000000 [--duration 10] [--quick] [--chart]
 
 For each backend it starts authsvc under gunicorn (gunicorn.conf.py, throttling off), seeds a user
 and sessions, and drives loopback load with wrk (bench/wrk.lua) on POST /login, POST /refresh,
@@ -11,6 +12,15 @@ way) under the same gunicorn settings and loads its /login, /refresh and /protec
 servers, it measures raw argon2 verifications per second with the configured cost in as many
 processes as gunicorn workers (and in one per CPU). It prints a table and the ratios against the
 issue's targets, and writes everything to a JSON file (default bench/results/<UTC time>.json).
+With --chart it also draws it as a PNG beside the JSON file (bench/chart.py, needs matplotlib).
+
+--scale N1,N2,... (PostgreSQL + Redis only) measures instead how login and refresh hold up as
+the users table grows: for each N, a fresh throwaway database is migrated and seeded directly
+in SQL with N users (bench-<i>@example.com, i = 1..N, all sharing one password hash computed
+with the configured argon2 cost) and one session per user, vacuumed and analysed; then authsvc
+is loaded with POST /refresh (real rotations of tokens from HTTP logins as random seeded users)
+and POST /login (every request logs in as a random user out of the N). It reports req/s, p50
+and p99 per N and the ratio p99(largest N) / p99(smallest N) against the issue's 1.2.
 
 Only 127.0.0.1 is loaded. The PostgreSQL backend uses a throwaway database on the server at
 BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres), dropped at the end,
@@ -25,8 +35,10 @@ import base64
 import json
 import multiprocessing
 import os
+import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -352,6 +364,283 @@ def _progress(label: str, result: dict) -> None:
     )
 
 
+# -- scale: login and refresh against N users ------------------------------------------------------
+
+# One pattern for the SQL seed, the HTTP logins and wrk.lua (string.format): user i is this with i.
+SCALE_USERNAME_FORMAT = "bench-%d@example.com"
+SCALE_ENDPOINTS = ["refresh", "login"]
+SCALE_P99_TARGET = 1.2
+SCALE_TARGETS = {
+    f"{name}_p99_scale": (
+        f"/{name} p99 with the largest N users / with the smallest N <= {SCALE_P99_TARGET}"
+    )
+    for name in SCALE_ENDPOINTS
+}
+SESSION_MAX_AGE_S = 90 * 24 * 3600  # AUTHSVC_SESSION_MAX_AGE's default, for the seeded sessions
+
+_SEED_USERS = """
+INSERT INTO users (id, username, password_hash, roles, created_at, disabled_at)
+SELECT gen_random_uuid(), %(prefix)s || i || %(suffix)s, %(hash)s, '[]'::json,
+       now() - random() * interval '365 days', NULL
+FROM generate_series(1, %(users)s) AS i
+"""
+# One session per user, like a service whose users each keep one device logged in: created over
+# the last 120 days (so about a quarter are past their 90-day maximum age), rotated since, one
+# in ten revoked by a logout.
+_SEED_SESSIONS = """
+INSERT INTO sessions (id, user_id, generation, created_at, rotated_at, last_used_at, expires_at,
+                      revoked_at, revoked_reason, user_agent, ip)
+SELECT gen_random_uuid(), id, generation, created, rotated, rotated,
+       created + make_interval(secs => %(max_age)s),
+       CASE WHEN revoked THEN rotated END, CASE WHEN revoked THEN 'logout_local' END,
+       'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0',
+       '192.0.2.' || (1 + floor(random() * 254)::int)
+FROM (
+    SELECT id, created, created + random() * (now() - created) AS rotated,
+           floor(random() * 20)::int AS generation, random() < 0.1 AS revoked
+    FROM (SELECT id, greatest(created_at, now() - random() * interval '120 days') AS created
+          FROM users) AS u
+) AS s
+"""
+
+
+def scale_username(i: int) -> str:
+    return SCALE_USERNAME_FORMAT % i
+
+
+def scale_password_hash(params: dict[str, int]) -> str:
+    """The one hash every seeded user shares, made by the service's own hasher and cost, so a
+    login verifies exactly as it would for a user who signed up (and never needs an upgrade)."""
+    from authsvc import usernames
+    from authsvc.passwords import PasswordHasher
+
+    for name in (scale_username(1), scale_username(10_000_000)):
+        if usernames.validate(name) != name:
+            raise BenchError(f"{name!r} is not stored as is: fix SCALE_USERNAME_FORMAT")
+    return PasswordHasher(**params).hash(PASSWORD)
+
+
+def seed_scale(database_url: str, users: int, password_hash: str) -> dict:
+    """Insert ``users`` users and one session each in SQL, then VACUUM (ANALYZE) both tables."""
+    import psycopg
+
+    prefix, suffix = SCALE_USERNAME_FORMAT.split("%d")
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("SET LOCAL synchronous_commit = off")
+            mark = time.monotonic()
+            conn.execute(
+                _SEED_USERS,
+                {"prefix": prefix, "suffix": suffix, "hash": password_hash, "users": users},
+            )
+            timings["users_s"] = round(time.monotonic() - mark, 3)
+            mark = time.monotonic()
+            conn.execute(_SEED_SESSIONS, {"max_age": SESSION_MAX_AGE_S})
+            timings["sessions_s"] = round(time.monotonic() - mark, 3)
+        # As after any bulk load (and autovacuum is not relied on: it may be off, or would run
+        # in the middle of the load): fresh statistics, hint bits set, visibility map built.
+        mark = time.monotonic()
+        conn.execute("VACUUM (ANALYZE) users, sessions")
+        timings["vacuum_analyze_s"] = round(time.monotonic() - mark, 3)
+        timings["total_s"] = round(time.monotonic() - started, 3)
+        rows = conn.execute(
+            "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM sessions), "
+            "pg_database_size(current_database())"
+        ).fetchone()
+    if rows[0] != users or rows[1] != users:
+        raise BenchError(f"seeded {rows[0]} users and {rows[1]} sessions, expected {users}")
+    return {
+        "seed_seconds": timings,
+        "seeded": {"users": rows[0], "sessions": rows[1]},
+        "database_mb": round(rows[2] / 1e6, 1),
+    }
+
+
+def scale_logins(url: str, users: int, count: int) -> list[str]:
+    """Log in over HTTP as the first, the last and ``count`` random seeded users (distinct when
+    there are enough): the refresh tokens of the random ones."""
+    http = requests.Session()
+
+    def login(i: int) -> str:
+        credentials = {"username": scale_username(i), "password": PASSWORD}
+        answer = http.post(f"{url}/login", json=credentials, timeout=30)
+        if answer.status_code != 200:
+            raise BenchError(f"login as seeded user {i} failed: {answer.status_code} {answer.text}")
+        return answer.json()["refresh_token"]
+
+    login(1)
+    login(users)
+    pick = random.Random()  # noqa: S311 (which users to log in as, not a secret)
+    if users >= count:
+        indices = pick.sample(range(1, users + 1), count)
+    else:
+        indices = [pick.randint(1, users) for _ in range(count)]
+    return [login(i) for i in indices]
+
+
+def _database_now(database_url: str) -> datetime:
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        return conn.execute("SELECT now()").fetchone()[0]
+
+
+def login_checks(database_url: str, since: datetime, password_hash: str) -> dict:
+    """What the login load really did: sessions created (and for how many distinct users) since
+    ``since``, and how many stored hashes were rewritten (0: no login paid for an upgrade)."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        created, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT user_id) FROM sessions WHERE created_at >= %s",
+            (since,),
+        ).fetchone()
+        upgraded = conn.execute(
+            "SELECT count(*) FROM users WHERE password_hash <> %s", (password_hash,)
+        ).fetchone()[0]
+    return {"sessions_created": created, "distinct_users": distinct, "hashes_rewritten": upgraded}
+
+
+def bench_scale_point(
+    args: argparse.Namespace, users: int, password_hash: str, workdir: Path, workers: int
+) -> dict:
+    env = base_env(args, workdir, workers)
+    port = free_port()
+    env["AUTHSVC_ISSUER"] = f"http://127.0.0.1:{port}"
+    check_redis()
+    env["REDIS_URL"] = REDIS_URL
+    log = workdir / f"authsvc-scale-{users}.log"
+    with postgres_database() as database_url:
+        env["DATABASE_URL"] = database_url
+        with authsvc_gunicorn(env, port, log) as url:
+            master = _master_pid(port)
+            # Seeded while the (idle) server is up: authsvc_gunicorn migrates before it starts.
+            point = seed_scale(database_url, users, password_hash)
+            seconds = point["seed_seconds"]["total_s"]
+            print(f"  scale {users} users: seeded in {seconds:.1f} s", file=sys.stderr, flush=True)
+            token_file = workdir / f"refresh-scale-{users}.txt"
+            token_file.write_text("\n".join(scale_logins(url, users, 2 * args.connections)) + "\n")
+            specs = {
+                "refresh": ("/refresh", {"BENCH_REFRESH_TOKENS": str(token_file)}),
+                "login": (
+                    "/login",
+                    {
+                        "BENCH_LOGIN_USERS": str(users),
+                        "BENCH_LOGIN_FORMAT": SCALE_USERNAME_FORMAT,
+                        "BENCH_LOGIN_PASSWORD": PASSWORD,
+                    },
+                ),
+            }
+            results = {}
+            for name in SCALE_ENDPOINTS:
+                path, wrk_env = specs[name]
+                if name == "login":
+                    since = _database_now(database_url)
+                results[name] = run_wrk(f"{url}{path}", wrk_env, args)
+                results[name]["worker_rss_mb_after"] = worker_rss_mb(master)
+                _progress(f"scale {users} {name}", results[name])
+            point["login_checks"] = login_checks(database_url, since, password_hash)
+            point["worker_rss_mb"] = worker_rss_mb(master)
+    point["endpoints"] = results
+    return point
+
+
+def scale_ratios(points: dict[str, dict]) -> dict:
+    """p99 (and req/s) of every N against the smallest N; the target applies to the largest."""
+    counts = sorted(points, key=int)
+    smallest, largest = counts[0], counts[-1]
+    out = {}
+    for name in SCALE_ENDPOINTS:
+        base = points[smallest]["endpoints"][name]
+        for n in counts:
+            figures = points[n]["endpoints"][name]
+            figures["p99_vs_smallest"] = (
+                round(figures["p99_ms"] / base["p99_ms"], 3) if base["p99_ms"] else None
+            )
+            figures["rps_vs_smallest"] = (
+                round(figures["rps"] / base["rps"], 3) if base["rps"] else None
+            )
+        value = points[largest]["endpoints"][name]["p99_vs_smallest"]
+        out[f"{name}_p99_scale"] = {
+            "value": value,
+            "target": f"<= {SCALE_P99_TARGET}",
+            "met": None if value is None or largest == smallest else value <= SCALE_P99_TARGET,
+            "users": [int(largest), int(smallest)],
+        }
+    return out
+
+
+def scale_problems(points: dict[str, dict]) -> list[str]:
+    """Anything that makes the figures untrustworthy: failed answers, hashes being upgraded."""
+    problems = []
+    for n, point in points.items():
+        for name, r in point["endpoints"].items():
+            bad = r["non_2xx_3xx"] + r["socket_errors"] + r["timeouts"]
+            if bad or r["rps"] <= 0:
+                problems.append(f"{n} users, /{name}: {bad} failed requests, {r['rps']} req/s")
+        if point["login_checks"]["hashes_rewritten"]:
+            rewritten = point["login_checks"]["hashes_rewritten"]
+            problems.append(f"{n} users: logins rewrote {rewritten} password hashes")
+    return problems
+
+
+def print_scale_report(report: dict) -> None:
+    print(
+        f"\n== scale: PostgreSQL + Redis, {report['workers']} worker(s) x {report['threads']} "
+        f"threads, argon2id {report['argon2_params']} =="
+    )
+    header = ("users", "seed s", "endpoint", "req/s", "p50 ms", "p99 ms", "errors", "p99/smallest")
+    print("{:>9} {:>7} {:<9} {:>9} {:>8} {:>8} {:>7} {:>13}".format(*header))
+    for n, point in sorted(report["scale"].items(), key=lambda item: int(item[0])):
+        for name, r in point["endpoints"].items():
+            errors = r["non_2xx_3xx"] + r["socket_errors"] + r["timeouts"]
+            print(
+                f"{n:>9} {point['seed_seconds']['total_s']:>7.1f} {name:<9} {r['rps']:>9.1f} "
+                f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {errors:>7} "
+                f"{r['p99_vs_smallest']!s:>13}"
+            )
+        checks = point["login_checks"]
+        print(
+            f"{'':>9} login load: {checks['sessions_created']} sessions for "
+            f"{checks['distinct_users']} distinct users, {checks['hashes_rewritten']} hashes "
+            f"rewritten; seed {point['seed_seconds']}, database {point['database_mb']} MB"
+        )
+    print(f"{'ratio (users / users)':<36} {'value':>8}  {'target':<8} met")
+    for name, r in report["ratios"].items():
+        met = {True: "yes", False: "NO", None: "-"}[r["met"]]
+        label = f"{name} ({r['users'][0]} / {r['users'][1]})"
+        print(f"{label:<36} {r['value']!s:>8}  {r['target']:<8} {met}")
+
+
+def run_scale(args: argparse.Namespace, report: dict, workers: int) -> int:
+    params = report["argon2_params"]
+    mark = time.monotonic()
+    password_hash = scale_password_hash(params)
+    report["password_hash_seconds"] = round(time.monotonic() - mark, 3)
+    status = 0
+    with tempfile.TemporaryDirectory(prefix="authsvc-bench-") as tmp:
+        for users in args.scale:
+            try:
+                point = bench_scale_point(args, users, password_hash, Path(tmp), workers)
+            except (BenchError, AssertionError) as error:
+                print(f"bench: scale {users} failed: {error}", file=sys.stderr)
+                report["problems"].append(f"{users} users: the run failed: {error}")
+                status = 1
+                break
+            report["scale"][str(users)] = point
+    if not report["scale"]:
+        return status
+    report["ratios"] = scale_ratios(report["scale"])
+    for problem in scale_problems(report["scale"]):
+        print(f"bench: {problem}", file=sys.stderr)
+        report["problems"].append(problem)
+        status = 1
+    print_scale_report(report)
+    return status
+
+
 # -- report --------------------------------------------------------------------------------------
 
 
@@ -411,22 +700,61 @@ def print_report(report: dict) -> None:
             print(f"{name:<22} {r['value']!s:>8}  {r['target']:<8} {met}")
 
 
+def _scale_counts(text: str) -> list[int]:
+    try:
+        counts = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError("a comma-separated list of user counts") from None
+    if not counts or not all(1 <= n <= 10_000_000 for n in counts):
+        raise argparse.ArgumentTypeError("user counts must be 1..10,000,000")
+    return counts
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM unwinds like Ctrl-C: servers are stopped and throwaway databases dropped.
+    raise SystemExit(128 + signum)
+
+
+def draw_chart(results: Path) -> bool:
+    """bench/chart.py on ``results``, beside it as .png; False when matplotlib is missing."""
+    from bench import chart
+
+    try:
+        out = chart.draw(json.loads(results.read_text()), results.with_suffix(".png"))
+    except ImportError as error:
+        print(f"bench: --chart: {error}; pip install -e '.[bench]'", file=sys.stderr)
+        return False
+    print(f"chart: {out}")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"])
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per endpoint")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="cheap argon2 (1 MiB, t=1)")
+    parser.add_argument(
+        "--scale",
+        type=_scale_counts,
+        metavar="N1,N2,...",
+        help="login and refresh with N seeded users each (PostgreSQL + Redis), e.g. 1000,1000000",
+    )
     parser.add_argument("--output", type=Path, help="results JSON (default bench/results/...)")
+    parser.add_argument("--chart", action="store_true", help="also draw the results as a PNG")
     args = parser.parse_args(argv)
     if not 1 <= args.duration <= 600 or not 1 <= args.connections <= 256:
         parser.error("--duration must be 1..600 and --connections 1..256")
+    if args.scale and args.backend not in (None, "postgres"):
+        parser.error("--scale runs on PostgreSQL + Redis only")
     if shutil.which("wrk") is None:
         print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 1
+    signal.signal(signal.SIGTERM, _terminate)
 
-    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    backend = args.backend or "both"
+    backends = ["sqlite", "postgres"] if backend == "both" else [backend]
     cpus = os.cpu_count() or 1
     # gunicorn.conf.py's defaults: one process without Redis, one per CPU with it.
     workers = {"sqlite": 1, "postgres": cpus}
@@ -447,10 +775,36 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
         },
         "argon2_params": params,
-        "targets": TARGETS,
-        "argon2_verifies_per_second": {},
-        "runs": {},
     }
+    if args.scale:
+        report["mode"] = "scale"
+        report["settings"]["scale"] = args.scale
+        report |= {"workers": workers["postgres"], "threads": threads, "targets": SCALE_TARGETS}
+        report |= {"scale": {}, "ratios": {}, "problems": []}
+        status = run_scale(args, report, workers["postgres"])
+    else:
+        report |= {"targets": TARGETS, "argon2_verifies_per_second": {}, "runs": {}}
+        status = run_endpoints(args, report, backends, workers, threads)
+
+    output = args.output or (
+        ROOT / "bench" / "results" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nresults: {output}")
+    if args.chart and not draw_chart(output):
+        status = 1
+    return status
+
+
+def run_endpoints(
+    args: argparse.Namespace,
+    report: dict,
+    backends: list[str],
+    workers: dict[str, int],
+    threads: int,
+) -> int:
+    params, cpus = report["argon2_params"], report["machine"]["cpus"]
     seconds = min(max(args.duration / 2, 1.0), 5.0)
     for n in sorted({workers[b] for b in backends} | {cpus}):
         rate = argon2_rate(params, n, seconds)
@@ -476,12 +830,6 @@ def main(argv: list[str] | None = None) -> int:
             report["runs"][backend] = run
 
     print_report(report)
-    output = args.output or (
-        ROOT / "bench" / "results" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nresults: {output}")
     return status
 
 

@@ -1,9 +1,13 @@
 -- wrk script for bench/run.py. Configured by environment variables (read in every Lua state):
 --   BENCH_METHOD, BENCH_BODY, BENCH_CONTENT_TYPE, BENCH_AUTHORIZATION: a fixed request;
---   BENCH_REFRESH_TOKENS (a file, one refresh token a line) and BENCH_THREADS: refresh rotation.
+--   BENCH_REFRESH_TOKENS (a file, one refresh token a line) and BENCH_THREADS: refresh rotation;
+--   BENCH_LOGIN_USERS (N), BENCH_LOGIN_FORMAT (a string.format pattern with one %d, default
+--   "bench-%d@example.com") and BENCH_LOGIN_PASSWORD: random logins, POST with a JSON body.
 -- In rotation mode every request sends a refresh token that has never been sent before: each
 -- wrk thread starts with its share of the seeded tokens, and every 200 answer's new refresh
 -- token replaces the one spent. No token is ever replayed, so no request takes the grace path.
+-- In random-login mode every request logs in as user i, i drawn uniformly from 1..N in each
+-- request (math.random, seeded per thread), so the load touches the whole users table.
 -- done() prints one JSON line, prefixed BENCH_RESULT, for the harness to read.
 
 wrk.method = os.getenv("BENCH_METHOD") or "GET"
@@ -63,6 +67,25 @@ if token_file and token_file ~= "" then
             queue[tail] = token
          end
       end
+   end
+end
+
+local login_users = tonumber(os.getenv("BENCH_LOGIN_USERS") or "")
+if login_users then
+   local format = os.getenv("BENCH_LOGIN_FORMAT") or ""
+   if format == "" then format = "bench-%d@example.com" end
+   -- Put into the JSON body as is: the harness passes a password that needs no escaping.
+   local password = os.getenv("BENCH_LOGIN_PASSWORD") or ""
+   local login_headers = {["Content-Type"] = "application/json"}
+
+   function init(args)
+      math.randomseed(os.time() * 1000 + thread_index * 7919)
+   end
+
+   function request()
+      local username = string.format(format, math.random(1, login_users))
+      local body = '{"username": "' .. username .. '", "password": "' .. password .. '"}'
+      return wrk.format("POST", nil, login_headers, body)
    end
 end
 
