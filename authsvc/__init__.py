@@ -6,23 +6,21 @@ import logging
 import os
 from collections.abc import Mapping
 from datetime import timedelta
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flask import Flask
-from redis import Redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from . import jwt_segments
 from .api import account, auth, introspection, ops, wellknown
 from .api.common import MAX_BODY_BYTES
 from .breached import BreachedPasswordChecker
 from .cli import register_cli
 from .config import ConfigError, Settings, load_settings
-from .database import configure_sqlite, engine_options
+from .database import configure_postgresql, configure_sqlite, engine_options
 from .denylist import DatabaseDenylist, Denylist, RedisDenylist
 from .errors import register_error_handlers
-from .extensions import cors, db, jwt, migrate
+from .extensions import cors, db, jwt
 from .keys import KeyPolicy, KeyRing
 from .observability import register_observability
 from .passwords import PasswordHasher, PasswordPolicy
@@ -30,9 +28,11 @@ from .runtime import Runtime, install
 from .throttling import register_throttling
 from .tokens import jwt_config, register_jwt_callbacks
 
+if TYPE_CHECKING:
+    from redis import Redis
+
 __all__ = ["ConfigError", "create_app"]
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # Redis answers in well under a millisecond on a healthy network; waiting longer than this
 # only delays the 503 that fail-closed gives anyway.
 REDIS_TIMEOUT_SECONDS = 1.0
@@ -50,7 +50,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     register_runtime(app, settings)
     register_blueprints(app)
     register_throttling(app, settings)
-    register_error_handlers(app)
+    register_error_handlers(app, settings)
     register_observability(app)
     register_cli(app)
     return app
@@ -72,10 +72,12 @@ def configure_flask(app: Flask, settings: Settings) -> None:
 
 def register_extensions(app: Flask, settings: Settings) -> None:
     db.init_app(app)
-    if settings.uses_sqlite:
-        with app.app_context():
+    with app.app_context():
+        if settings.uses_sqlite:
             configure_sqlite(db.engine)
-    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
+        else:
+            configure_postgresql(db.engine)
+    jwt_segments.install()  # before the first token is parsed; see the module for why
     jwt.init_app(app)
     register_jwt_callbacks(jwt)
     if settings.cors_origins:
@@ -92,6 +94,11 @@ def register_runtime(app: Flask, settings: Settings) -> None:
     redis_client: Redis | None = None
     denylist: Denylist
     if settings.redis_url:
+        # Imported only when configured: the redis package is ~5 MB in every worker.
+        from redis import Redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
         redis_client = Redis.from_url(
             settings.redis_url,
             socket_timeout=REDIS_TIMEOUT_SECONDS,

@@ -1,5 +1,8 @@
 """flask commands (``flask --app wsgi ...``). ``db upgrade`` comes from Flask-Migrate.
 
+Flask-Migrate is imported only when a ``flask db`` command runs: with Alembic, Mako and Pygments
+it is about 10 MB that a web worker never uses (see ``MigrationsGroup``).
+
 Passwords are never command-line arguments (they would show in ``ps`` and shell history): they
 are prompted for, or read from standard input with ``--password-stdin``.
 """
@@ -9,10 +12,11 @@ from __future__ import annotations
 import sys
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import click
 from flask import Flask
-from flask.cli import AppGroup, with_appcontext
+from flask.cli import AppGroup, ScriptInfo, with_appcontext
 from sqlalchemy import delete, or_
 
 from . import keys, services
@@ -21,6 +25,8 @@ from .errors import AuthsvcError
 from .extensions import db
 from .models import RevokedToken, Session, utcnow
 from .runtime import runtime
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 # Revoked sessions stay listed for audit this long before `prune` deletes them.
 REVOKED_SESSION_KEEP = timedelta(days=1)
@@ -170,6 +176,38 @@ def prune_command() -> None:
     )
 
 
+def bind_migrations(app: Flask) -> None:
+    """Bind Flask-Migrate to ``app`` (once): for ``flask db`` and ``flask_migrate.upgrade()``."""
+    if "migrate" in app.extensions:
+        return
+    from flask_migrate import Migrate
+
+    Migrate(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
+
+
+class MigrationsGroup(click.Group):
+    """``flask db``: stands in for Flask-Migrate's group and hands everything to it when used."""
+
+    def _real(self, ctx: click.Context) -> click.Group:
+        bind_migrations(ctx.ensure_object(ScriptInfo).load_app())
+        from flask_migrate.cli import db as migrate_cli
+
+        return migrate_cli
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return self._real(ctx).get_params(ctx)
+
+    def invoke(self, ctx: click.Context) -> object:
+        return self._real(ctx).invoke(ctx)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return self._real(ctx).list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._real(ctx).get_command(ctx, cmd_name)
+
+
 def register_cli(app: Flask) -> None:
+    app.cli.add_command(MigrationsGroup("db", help="Database migrations (Flask-Migrate)."))
     for command in (users_cli, sessions_cli, keys_cli, prune_command):
         app.cli.add_command(command)

@@ -5,29 +5,40 @@ fails at once ("database is locked") if another connection wrote in between, wit
 Write transactions therefore start with ``BEGIN IMMEDIATE`` (take the write lock first, waiting
 up to the busy timeout), and read-only work stays on plain ``BEGIN`` so readers never queue.
 On PostgreSQL the helper is an ordinary transaction.
+
+The per-request token check (one SELECT) and a refresh's rotation (one conditional UPDATE) run on
+``single_statement()``, outside any explicit transaction: one round trip instead of four (ping,
+BEGIN, statement, COMMIT or ROLLBACK), and on SQLite no BEGIN either.
 """
 
 from __future__ import annotations
 
+import select
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.exc import DisconnectionError
 
 from .extensions import db
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 _BEGIN_OPTION = "authsvc_sqlite_begin"
+# A pooled PostgreSQL connection is tested with a round trip before use only when it may be dead:
+# the server has sent it something while it sat idle (a restarting or failing-over server sends
+# "terminating connection" and closes it), or it sat idle this long (a silently dropped
+# connection sends nothing). SQLAlchemy's pool_pre_ping would add a round trip to every request.
+PING_AFTER_IDLE_SECONDS = 10.0
+_CHECKED_IN_AT = "authsvc_checked_in_at"
 
 
 def engine_options(database_url: str, pool_size: int) -> dict[str, Any]:
     options: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": 10}
     if database_url.startswith("postgresql"):
         options["pool_recycle"] = 1800
-        # A pooled connection may have died with a server restart: test it on checkout (one
-        # round trip) so the first request after a restart succeeds instead of answering 503.
-        options["pool_pre_ping"] = True
         # Bound how long a request waits for an unreachable server before answering 503: the
         # connect itself, and (TCP keepalives, tcp_user_timeout) a connection already open when
         # the network or the server goes silent, which would otherwise hang for many minutes.
@@ -59,7 +70,84 @@ def configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         mode = connection.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        if mode is not None:  # None: single_statement(), autocommit
+            connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def configure_postgresql(engine: Engine) -> None:
+    """Test a pooled connection that may have died before handing it out (see above).
+
+    A pooled connection may have died with a server restart; testing it on checkout makes the
+    first request after a restart succeed instead of answering 503. Raising DisconnectionError
+    from the checkout hook makes the pool discard the connection and open a new one.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_CHECKED_IN_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in_at = record.info.get(_CHECKED_IN_AT)
+        if checked_in_at is None:
+            return  # just opened
+        idle = time.monotonic() - checked_in_at
+        if idle < PING_AFTER_IDLE_SECONDS and not _has_pending_input(dbapi_connection):
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            raise DisconnectionError(str(error)) from error
+        if not alive:
+            raise DisconnectionError("the connection failed its ping")
+
+
+def _has_pending_input(dbapi_connection: Any) -> bool:
+    """Whether an idle connection's socket has something to read (no round trip: one poll)."""
+    try:
+        descriptor = dbapi_connection.fileno()
+    except Exception:  # closed or broken: let the ping decide
+        return True
+    poller = select.poll()
+    poller.register(descriptor, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
+
+
+@contextmanager
+def single_statement(*, writes: bool = False) -> Iterator[Connection]:
+    """A pooled connection in autocommit mode, for work that is one statement.
+
+    A single statement is atomic on its own (an UPDATE takes SQLite's write lock itself, waiting
+    up to the busy timeout), so no BEGIN and no COMMIT or ROLLBACK reach the server, and on
+    PostgreSQL no ping unless the connection was idle. Not for work that needs several
+    statements to see one snapshot or to commit together: that is ``write_transaction()``.
+    ``writes``: the statement writes (on SQLite it then queues on SQLITE_WRITER first).
+    """
+    engine = db.engine
+    if engine.dialect.name != "sqlite":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            yield connection
+        return
+    with _sqlite_writer(writes), engine.connect() as connection:
+        connection.execution_options(**{_BEGIN_OPTION: None})
+        yield connection
+
+
+# SQLite has one writer at a time, and a connection that finds the write lock taken waits in
+# SQLite's busy handler, which sleeps (1, 2, 5, 10 ... ms) instead of waking when the lock is
+# released: under load most of a write's time went to those sleeps. Threads of one process
+# therefore queue for the write lock here first, where the next one wakes the moment it is
+# free; the busy timeout still arbitrates between processes.
+SQLITE_WRITER = threading.RLock()
+
+
+@contextmanager
+def _sqlite_writer(writes: bool) -> Iterator[None]:
+    if not writes:
+        yield
+        return
+    with SQLITE_WRITER:
+        yield
 
 
 @contextmanager
@@ -72,10 +160,11 @@ def write_transaction() -> Iterator[None]:
     session = db.session()  # the request's Session, not the scoped proxy
     if session.in_transaction():
         session.commit()
-    session.connection(execution_options={_BEGIN_OPTION: "IMMEDIATE"})
-    try:
-        yield
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+    with _sqlite_writer(session.get_bind().dialect.name == "sqlite"):
+        session.connection(execution_options={_BEGIN_OPTION: "IMMEDIATE"})
+        try:
+            yield
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise

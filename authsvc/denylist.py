@@ -7,15 +7,17 @@ With REDIS_URL the entries live in Redis and expire with the token; otherwise in
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from redis import Redis
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .extensions import db
 from .models import RevokedToken, utcnow
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 REDIS_PREFIX = "authsvc:denylist:"
 

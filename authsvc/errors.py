@@ -5,17 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 from flask import Flask, Response, json
 from flask_jwt_extended.exceptions import CSRFError
 from flask_limiter.errors import RateLimitExceeded
 from limits.errors import StorageError
-from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from .throttling import retry_after_seconds
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 log = logging.getLogger("authsvc.errors")
 
@@ -187,7 +190,7 @@ def _internal(error: Exception) -> Response:
     return problem(500, "internal_error", "An unexpected error occurred.")
 
 
-def register_error_handlers(app: Flask) -> None:
+def register_error_handlers(app: Flask, settings: Settings) -> None:
     app.register_error_handler(AuthsvcError, lambda error: error.response())
     # flask-jwt-extended sends a CSRF failure to its "unauthorized" callback (as if no token had
     # been sent); registered after JWTManager.init_app, this handler replaces its own.
@@ -197,5 +200,8 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http_exception)
     app.register_error_handler(DBAPIError, _database_error)
     app.register_error_handler(PoolTimeoutError, _unavailable)
-    app.register_error_handler(RedisError, _unavailable)
+    if settings.redis_url:
+        from redis.exceptions import RedisError  # imported only when used: ~5 MB per worker
+
+        app.register_error_handler(RedisError, _unavailable)
     app.register_error_handler(Exception, _internal)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 from sqlalchemy import MetaData
@@ -28,7 +27,6 @@ class Base(DeclarativeBase):
 
 # Objects stay readable after commit: services commit, then views serialise what they return.
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
-migrate = Migrate()
 jwt = JWTManager()
 cors = CORS()
 

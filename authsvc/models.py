@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Protocol
 
 from sqlalchemy import (
     JSON,
@@ -25,6 +26,30 @@ from .extensions import db
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class UserLike(Protocol):
+    """A User row, or any lighter view of one with these fields (tokens.Caller)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def roles(self) -> list[str]: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
+class SessionLike(Protocol):
+    """A Session row, or a lighter view of one (a RETURNING row) with these fields."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def expires_at(self) -> datetime: ...
 
 
 class UTCDateTime(TypeDecorator[datetime]):

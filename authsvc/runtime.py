@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
-from redis import Redis
 
 from .config import Settings
 from .denylist import Denylist
 from .keys import KeyRing
 from .passwords import PasswordHasher, PasswordPolicy
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 EXTENSION_KEY = "authsvc"
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from .models import User
+    from .models import UserLike
 
 # Generous structural bounds; the configured limits (password length, username rules) are
 # checked by the services with their own error codes.
@@ -129,7 +129,7 @@ class Health(BaseModel):
     checks: dict[str, str] = {}
 
 
-def user_out(user: User) -> UserOut:
+def user_out(user: UserLike) -> UserOut:
     return UserOut(
         id=str(user.id),
         username=user.username,

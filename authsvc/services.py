@@ -12,17 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, exists, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import usernames
-from .database import write_transaction
+from .database import single_statement, write_transaction
 from .errors import InvalidCredentials, InvalidRequest, NotFound, TokenRevoked, UsernameTaken
 from .extensions import db
-from .models import Session, User, utcnow
+from .models import Session, User, UserLike, utcnow
 from .observability import security_event
 from .runtime import runtime
-from .tokens import TokenPair, issue_pair
+from .tokens import Caller, TokenPair, issue_pair
 
 LogoutScope = Literal["local", "global", "others"]
 
@@ -37,8 +37,7 @@ class Client:
 
 @dataclass(frozen=True)
 class AuthResult:
-    user: User
-    session: Session
+    user: UserLike
     tokens: TokenPair
 
 
@@ -46,7 +45,7 @@ class AuthResult:
 class AccessContext:
     """What a verified access (or refresh) token says about the caller."""
 
-    user: User
+    user: Caller
     session_id: uuid.UUID
     jti: str
     token_type: str
@@ -105,7 +104,7 @@ def signup(username: str, password: str, client: Client) -> AuthResult:
     except IntegrityError:
         raise UsernameTaken() from None
     security_event("signup", user_id=str(user.id), session_id=str(session.id))
-    return AuthResult(user, session, issue_pair(user, session, fresh=True))
+    return AuthResult(user, issue_pair(user, session, fresh=True))
 
 
 def login(username: str, password: str, client: Client) -> AuthResult:
@@ -132,37 +131,65 @@ def login(username: str, password: str, client: Client) -> AuthResult:
             )
         session = _new_session(user, client)
     security_event("login", user_id=str(user.id), session_id=str(session.id))
-    return AuthResult(user, session, issue_pair(user, session, fresh=True))
+    return AuthResult(user, issue_pair(user, session, fresh=True))
 
 
-def refresh(session_id: uuid.UUID, generation: int, client: Client) -> AuthResult:
+# Built once: constructing the statement cost more than running it.
+_ROTATE = (
+    update(Session)
+    .where(
+        Session.id == bindparam("session_id"),
+        Session.generation == bindparam("generation"),
+        Session.revoked_at.is_(None),
+        Session.expires_at > bindparam("now"),
+        exists().where(User.id == Session.user_id, User.disabled_at.is_(None)),
+    )
+    .values(
+        generation=bindparam("next_generation"),
+        rotated_at=bindparam("now"),
+        last_used_at=bindparam("now"),
+        user_agent=bindparam("user_agent"),
+        ip=bindparam("ip"),
+    )
+    .returning(Session.id, Session.generation, Session.expires_at)
+)
+
+
+def refresh(caller: UserLike, session_id: uuid.UUID, generation: int, client: Client) -> AuthResult:
     """Rotate the session named by a verified refresh token (DESIGN §3, rotation and reuse).
 
     Current generation: bump it with one conditional UPDATE (of N concurrent callers exactly one
     matches). Previous generation within the grace window: re-issue for the current one. Anything
     else is reuse of a stolen or replayed token: the whole session is revoked.
+
+    ``caller`` is the token's user as the request's token check just read it. The common case is
+    that one UPDATE alone, which also re-checks that the user is still active; everything else
+    takes a transaction that reads the session and decides.
     """
+    now = utcnow()
+    with single_statement(writes=True) as connection:
+        rotated = connection.execute(
+            _ROTATE,
+            {
+                "session_id": session_id,
+                "generation": generation,
+                "next_generation": generation + 1,
+                "now": now,
+                "user_agent": client.user_agent,
+                "ip": client.ip,
+            },
+        ).first()
+    if rotated is not None:
+        return AuthResult(caller, issue_pair(caller, rotated, fresh=False))
+    return _refresh_not_current(session_id, generation, client)
+
+
+def _refresh_not_current(session_id: uuid.UUID, generation: int, client: Client) -> AuthResult:
+    """The refresh token is not the session's current generation, or the session is dead."""
     settings = runtime().settings
     now = utcnow()
     reuse_detected = False
     with write_transaction():
-        bumped = db.session.execute(
-            update(Session)
-            .where(
-                Session.id == session_id,
-                Session.generation == generation,
-                Session.revoked_at.is_(None),
-                Session.expires_at > now,
-            )
-            .values(
-                generation=generation + 1,
-                rotated_at=now,
-                last_used_at=now,
-                user_agent=client.user_agent,
-                ip=client.ip,
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount
         row = db.session.execute(
             select(Session, User)
             .join(User)
@@ -172,17 +199,16 @@ def refresh(session_id: uuid.UUID, generation: int, client: Client) -> AuthResul
         if row is None:
             raise TokenRevoked()
         session, user = row
-        if not bumped:
-            if session.revoked_at is not None or session.expires_at <= now or not user.is_active:
-                raise TokenRevoked()
-            in_grace = now - session.rotated_at <= timedelta(seconds=settings.refresh_reuse_grace)
-            if generation == session.generation - 1 and in_grace:
-                pass  # a concurrent tab or a lost response: same generation again, no bump.
-            else:
-                reuse_detected = True
-                _revoke_sessions([Session.id == session_id], "reuse_detected")
-        elif not user.is_active:
+        if session.revoked_at is not None or session.expires_at <= now or not user.is_active:
             raise TokenRevoked()
+        in_grace = now - session.rotated_at <= timedelta(seconds=settings.refresh_reuse_grace)
+        if generation == session.generation - 1 and in_grace:
+            pass  # a concurrent tab or a lost response: same generation again, no bump.
+        else:
+            # Older than the previous generation, or the previous one after the grace window
+            # (the generation only grows, so it cannot have become current since the UPDATE).
+            reuse_detected = True
+            _revoke_sessions([Session.id == session_id], "reuse_detected")
     if reuse_detected:
         security_event(
             "refresh_reuse_detected",
@@ -192,7 +218,7 @@ def refresh(session_id: uuid.UUID, generation: int, client: Client) -> AuthResul
             current_generation=session.generation,
         )
         raise TokenRevoked("The refresh token was already used; the session has been revoked.")
-    return AuthResult(user, session, issue_pair(user, session, fresh=False))
+    return AuthResult(user, issue_pair(user, session, fresh=False))
 
 
 def logout(context: AccessContext, scope: LogoutScope) -> None:

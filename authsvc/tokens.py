@@ -21,15 +21,15 @@ from flask_jwt_extended import (
     decode_token,
 )
 from flask_jwt_extended.exceptions import JWTExtendedException
-from jwt import get_unverified_header
 from jwt.exceptions import InvalidAlgorithmError, InvalidTokenError, PyJWTError
-from sqlalchemy import select
+from sqlalchemy import bindparam, exists, select
 
 from .config import SIGNING_ALGORITHMS, Settings
+from .database import single_statement
+from .denylist import DatabaseDenylist
 from .errors import InvalidToken, MissingToken, TokenRevoked
-from .extensions import db
 from .keys import PublicKey
-from .models import Session, User, utcnow
+from .models import RevokedToken, Session, SessionLike, User, UserLike, utcnow
 from .runtime import runtime
 
 ACCESS_TYP = "at+jwt"
@@ -45,7 +45,7 @@ class TokenPair:
     refresh_expires_at: datetime
 
 
-def issue_pair(user: User, session: Session, *, fresh: bool) -> TokenPair:
+def issue_pair(user: UserLike, session: SessionLike, *, fresh: bool) -> TokenPair:
     """Sign an access token and a refresh token for ``session`` at its current generation."""
     rt = runtime()
     settings = rt.settings
@@ -131,35 +131,85 @@ def verification_key(header: dict[str, Any], claims: dict[str, Any]) -> PublicKe
     return key.public_key
 
 
-def load_session(claims: dict[str, Any]) -> tuple[Session, User] | None:
-    """The session and user a verified token names, cached on ``g`` for the request."""
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The user behind a live token: the columns the checks and the views need, not an ORM row.
+
+    Read on every authenticated request by one Core query (``lookup``), which costs a fraction of
+    loading two ORM objects; services that change the user load it themselves by ``id``.
+    """
+
+    id: uuid.UUID
+    username: str
+    roles: list[str]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    caller: Caller
+    live: bool  # session neither revoked nor expired, user active and named by `sub`, not denied
+
+
+_PRINCIPAL_COLUMNS = (
+    User.id,
+    User.username,
+    User.roles,
+    User.created_at,
+    User.disabled_at,
+    Session.revoked_at,
+    Session.expires_at,
+)
+_BY_SESSION = select(*_PRINCIPAL_COLUMNS).join_from(Session, User, Session.user_id == User.id)
+_BY_SESSION = _BY_SESSION.where(Session.id == bindparam("sid", type_=Session.id.type))
+# With the denylist in the database, its check rides along in the same statement.
+_BY_SESSION_AND_DENYLIST = _BY_SESSION.add_columns(
+    exists().where(RevokedToken.jti == bindparam("jti")).label("denied")
+)
+
+
+def lookup(claims: dict[str, Any]) -> Principal | None:
+    """Who a verified token names and whether its session still lets it in (cached on ``g``).
+
+    One read statement outside any transaction (DESIGN §3 Revocation: session row, user, and the
+    denylist by ``jti`` for access tokens); with Redis the denylist is one EXISTS after it.
+    None when the session does not exist. Store errors propagate: fail closed (503).
+    """
     cached = g.get("authsvc_principal")
     if cached is not None and cached[0] == claims["jti"]:
         return cached[1]
-    row = db.session.execute(
-        select(Session, User).join(User).where(Session.id == uuid.UUID(claims["sid"]))
-    ).first()
-    principal = (row[0], row[1]) if row is not None else None
+    denylist = runtime().denylist
+    in_database = isinstance(denylist, DatabaseDenylist)
+    query = _BY_SESSION_AND_DENYLIST if in_database else _BY_SESSION
+    with single_statement() as connection:
+        row = connection.execute(
+            query, {"sid": uuid.UUID(claims["sid"]), "jti": claims["jti"]}
+        ).first()
+    principal = None
+    if row is not None:
+        live = (
+            row.revoked_at is None
+            and row.expires_at > utcnow()
+            and row.disabled_at is None
+            and str(row.id) == claims["sub"]
+        )
+        if live and claims["type"] == "access":
+            live = not (row.denied if in_database else denylist.contains(claims["jti"]))
+        caller = Caller(
+            id=row.id, username=row.username, roles=list(row.roles or []), created_at=row.created_at
+        )
+        principal = Principal(caller=caller, live=live)
     g.authsvc_principal = (claims["jti"], principal)
     return principal
 
 
 def is_revoked(_header: dict[str, Any], claims: dict[str, Any]) -> bool:
-    """flask-jwt-extended's token_in_blocklist_loader. Store errors propagate: fail closed (503)."""
-    principal = load_session(claims)
-    if principal is None:
-        return True
-    session, user = principal
-    if session.revoked_at is not None or session.expires_at <= utcnow() or not user.is_active:
-        return True
-    if str(user.id) != claims["sub"]:
-        return True
-    if claims["type"] == "access":
-        return runtime().denylist.contains(claims["jti"])
-    return False
+    """flask-jwt-extended's token_in_blocklist_loader."""
+    principal = lookup(claims)
+    return principal is None or not principal.live
 
 
-def introspect(token: str) -> tuple[dict[str, Any], User] | None:
+def introspect(token: str) -> tuple[dict[str, Any], Caller] | None:
     """The claims and user of a live access token, or None (RFC 7662 ``active: false``).
 
     The same checks as a request to this service: signature, claims, session, denylist.
@@ -167,20 +217,21 @@ def introspect(token: str) -> tuple[dict[str, Any], User] | None:
     """
     try:
         claims = decode_token(token)
-        header = get_unverified_header(token)
     except (PyJWTError, JWTExtendedException):
         return None
-    if claims.get("type") != "access" or is_revoked(header, claims):
+    if claims.get("type") != "access":
         return None
-    principal = load_session(claims)
-    return (claims, principal[1]) if principal is not None else None
+    principal = lookup(claims)
+    if principal is None or not principal.live:
+        return None
+    return claims, principal.caller
 
 
-def current_principal(claims: dict[str, Any]) -> tuple[Session, User]:
-    principal = load_session(claims)
+def current_caller(claims: dict[str, Any]) -> Caller:
+    principal = lookup(claims)
     if principal is None:
         raise TokenRevoked()
-    return principal
+    return principal.caller
 
 
 def register_jwt_callbacks(jwt: JWTManager) -> None:
@@ -194,8 +245,8 @@ def register_jwt_callbacks(jwt: JWTManager) -> None:
     jwt.token_in_blocklist_loader(is_revoked)
 
     @jwt.user_lookup_loader
-    def _user(_header: dict[str, Any], claims: dict[str, Any]) -> User:
-        return current_principal(claims)[1]
+    def _user(_header: dict[str, Any], claims: dict[str, Any]) -> Caller:
+        return current_caller(claims)
 
     # flask-jwt-extended answers 401/422 with its own bodies by default; every case here becomes
     # a problem+json 401 with a WWW-Authenticate challenge.

@@ -22,6 +22,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from flask_migrate import upgrade
 
 from authsvc import create_app
+from authsvc.cli import bind_migrations
 from authsvc.extensions import db
 
 REQUIRE_SERVICES = os.environ.get("AUTHSVC_TEST_REQUIRE_SERVICES") == "1"
@@ -62,6 +63,7 @@ def _with_database(url: str, name: str) -> str:
 
 
 def migrate(app: Flask) -> None:
+    bind_migrations(app)
     with app.app_context():
         upgrade()
         db.engine.dispose()

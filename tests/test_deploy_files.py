@@ -207,9 +207,9 @@ def test_authsvc_image_copies_the_app_and_imports_it_from_app():
 def test_image_layout_finds_migrations_and_instance_folder(tmp_path: Path):
     """Rebuild /app from the final stage's COPY lines and run the migration from there.
 
-    authsvc.MIGRATIONS_DIR is <package dir>/../migrations and Flask's instance folder sits beside
-    the package: both hold only because the image imports authsvc from /app (PYTHONPATH), not from
-    site-packages.
+    authsvc.cli.MIGRATIONS_DIR is <package dir>/../migrations and Flask's instance folder sits
+    beside the package: both hold only because the image imports authsvc from /app (PYTHONPATH),
+    not from site-packages.
     """
     app_dir = tmp_path / "app"
     app_dir.mkdir()
@@ -238,8 +238,8 @@ def test_image_layout_finds_migrations_and_instance_folder(tmp_path: Path):
         [
             sys.executable,
             "-c",
-            "import json, authsvc, wsgi; print(json.dumps([authsvc.__file__, "
-            "str(authsvc.MIGRATIONS_DIR), wsgi.app.instance_path]))",
+            "import json, authsvc, authsvc.cli, wsgi; print(json.dumps([authsvc.__file__, "
+            "str(authsvc.cli.MIGRATIONS_DIR), wsgi.app.instance_path]))",
         ],
         cwd=app_dir,
         env=env,

@@ -480,10 +480,15 @@ def _assert_one_live_generation(
     assert me.status_code == 401, me.text
 
 
-def test_worker_killed_before_rotation_commits_retry_succeeds(
+def test_worker_killed_while_rotation_waits_retry_succeeds(
     pg: ThrowawayPostgres, redis_server: ThrowawayRedis, tmp_path: Path
 ):
-    """The rotation's UPDATE waits on a row lock we hold; the worker dies before COMMIT."""
+    """The rotation's UPDATE waits on a row lock we hold; the worker dies before it returns.
+
+    The rotation is one UPDATE in autocommit, so the orphaned backend completes it once the lock
+    is released: the client lost the response, exactly as when a COMMIT's answer is lost. Its
+    retry with the old token, within the grace window, gets a pair for the new generation.
+    """
     database = pg.create_database()
     dbname = database.rsplit("/", 1)[1]
     with (
@@ -511,9 +516,9 @@ def test_worker_killed_before_rotation_commits_retry_succeeds(
             _assert_connection_lost(future)
         finally:
             locker.rollback()
-        # The orphaned backend finishes its UPDATE, finds its client gone and rolls back.
+        # The orphaned backend finishes its UPDATE (its own transaction), then exits.
         wait_for(lambda: _backend_gone(monitor, backend), 10, "the orphaned backend to exit")
-        assert _generation(monitor, sid) == 0
+        assert _generation(monitor, sid) == 1
 
         retry = service.post("/refresh", headers=bearer(tokens["refresh_token"]))
         assert retry.status_code == 200, retry.text

@@ -16,6 +16,7 @@ from flask_migrate import downgrade, upgrade
 from sqlalchemy import inspect
 
 from authsvc import create_app
+from authsvc.cli import bind_migrations
 from authsvc.extensions import db
 from tests.conftest import POSTGRES_URL, _unavailable, _with_database, base_config
 
@@ -49,6 +50,7 @@ def pending_diff(app):
 
 def test_upgrade_matches_the_models(empty_database):
     app = create_app({**base_config(), "DATABASE_URL": empty_database})
+    bind_migrations(app)
     with app.app_context():
         upgrade()
     assert pending_diff(app) == []
@@ -60,6 +62,7 @@ def test_upgrade_matches_the_models(empty_database):
 
 def test_downgrade_and_upgrade_again(empty_database):
     app = create_app({**base_config(), "DATABASE_URL": empty_database})
+    bind_migrations(app)
     with app.app_context():
         upgrade()
         downgrade(revision="base")

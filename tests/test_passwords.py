@@ -314,6 +314,32 @@ def test_common_password_list_is_large_enough():
     assert len(common_passwords()) >= 20_000
 
 
+def test_common_password_file_is_sorted_for_bisection():
+    entries = [entry.encode() for entry in common_passwords()]
+    assert entries == sorted(set(entries))
+
+
+def test_common_password_lookup_agrees_with_a_set():
+    listed = common_passwords()
+    as_set = set(listed)
+    assert len(as_set) == len(listed)
+    assert all(entry in listed for entry in as_set)
+    near_misses = {
+        variant
+        for entry in list(as_set)[::97]
+        for variant in (entry + "\x00", entry[:-1], entry + "z", "~" + entry)
+    }
+    for candidate in near_misses | {
+        "",
+        "\udcff",
+        "ё",
+        "\U0010ffff",
+        "correct horse battery staple",
+    }:
+        assert (candidate in listed) == (candidate in as_set), candidate
+    assert 42 not in listed
+
+
 def long_common_passwords() -> list[str]:
     entries = sorted(p for p in common_passwords() if 12 <= len(p) <= 128 and p.isascii())
     letters = [p for p in entries if any(c.isalpha() for c in p)]

@@ -6,6 +6,7 @@ import uuid
 
 from flask import Blueprint, Response
 from flask_jwt_extended import (
+    current_user,
     get_jwt,
     get_jwt_request_location,
     verify_jwt_in_request,
@@ -81,7 +82,7 @@ def refresh() -> Response:
         locations.append("cookies")
     verify_jwt_in_request(refresh=True, locations=locations)
     claims = get_jwt()
-    result = services.refresh(uuid.UUID(claims["sid"]), claims["gen"], client())
+    result = services.refresh(current_user, uuid.UUID(claims["sid"]), claims["gen"], client())
     return token_response(result, from_cookie=get_jwt_request_location() == "cookies")
 
 

@@ -1,0 +1,82 @@
+"""authsvc.jwt_segments: PyJWT's strict segment decoding, faster, accepting exactly the same."""
+
+from __future__ import annotations
+
+import base64
+import random
+
+import pytest
+from jwt.api_jws import PyJWS
+from jwt.exceptions import DecodeError
+
+from authsvc import jwt_segments
+from tests.helpers import signup
+
+
+def _outcome(decode, segment: bytes):
+    try:
+        return ("ok", decode(segment, "payload"))
+    except DecodeError as error:
+        return ("error", str(error))
+
+
+def _segments() -> list[bytes]:
+    rng = random.Random(6)
+    segments: list[bytes] = [b"", b"=", b"==", b"===", b"A", b"AA", b"AAA", b"AAAA", b"!!!!"]
+    for length in range(0, 40):
+        raw = bytes(rng.randrange(256) for _ in range(length))
+        encoded = base64.urlsafe_b64encode(raw)
+        unpadded = encoded.rstrip(b"=")
+        segments += [encoded, unpadded, unpadded + b"=", unpadded + b"==", unpadded + b"==="]
+        if unpadded:
+            # Non-canonical trailing bits: the last character one step off.
+            segments.append(unpadded[:-1] + bytes([unpadded[-1] ^ 1]))
+            # Standard-alphabet characters, and junk of every byte value, anywhere.
+            segments.append(unpadded.replace(b"-", b"+").replace(b"_", b"/"))
+            for _ in range(12):
+                at = rng.randrange(len(unpadded) + 1)
+                junk = bytes([rng.randrange(256)])
+                segments.append(unpadded[:at] + junk + unpadded[at:])
+                segments.append(unpadded[:at] + junk * 4 + unpadded[at:])
+        segments.append(unpadded + b"\n")
+        segments.append(b" " + unpadded)
+    return segments
+
+
+@pytest.fixture(scope="module")
+def original():
+    jwt_segments.install()
+    if jwt_segments.ORIGINAL is None:
+        pytest.skip("this PyJWT has no _decode_base64url_segment; nothing was replaced")
+    return jwt_segments.ORIGINAL
+
+
+def test_installed_in_pyjwt(original):
+    assert PyJWS._decode_base64url_segment is jwt_segments.decode_segment
+
+
+def test_same_answer_as_pyjwt_on_valid_and_malformed_segments(original):
+    segments = _segments()
+    outcomes = [(_outcome(original, s), _outcome(jwt_segments.decode_segment, s)) for s in segments]
+    assert all(theirs == ours for theirs, ours in outcomes)
+    # The corpus exercises both sides, so agreement means something.
+    kinds = {theirs[0] for theirs, _ in outcomes}
+    assert kinds == {"ok", "error"}
+
+
+def test_every_byte_outside_the_alphabet_is_rejected(original):
+    for byte in range(256):
+        segment = b"QUJD" + bytes([byte]) + b"REV"  # 8 characters: canonical when in the alphabet
+        theirs = _outcome(original, segment)
+        assert _outcome(jwt_segments.decode_segment, segment) == theirs
+        assert (theirs[0] == "ok") == (byte in jwt_segments.BASE64URL_ALPHABET)
+
+
+def test_junk_after_a_live_signature_is_refused_by_the_api(client):
+    token = signup(client)["access_token"]
+    assert client.get("/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    # (Trailing "=" padding PyJWT accepts on purpose, for AWS ALB tokens: same bytes, same jti.)
+    for junk in ("!!!!", "%", "+", "/", "A", "."):
+        response = client.get("/me", headers={"Authorization": f"Bearer {token}{junk}"})
+        assert response.status_code == 401, junk
+        assert response.get_json()["code"] == "invalid_token"
