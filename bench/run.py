@@ -244,24 +244,30 @@ def base_env(args: argparse.Namespace, workdir: Path, workers: int) -> dict[str,
         "AUTHSVC_INTROSPECTION_CLIENTS": ":".join(INTROSPECTION_CLIENT),
         "WEB_CONCURRENCY": str(workers),
         "GUNICORN_LOGLEVEL": "warning",
+        # Spread wrk's keep-alive connections evenly over the workers: left alone, whichever
+        # worker wakes first accepts most of them and the other idles, which made multi-worker
+        # figures swing by 2x between runs. A worker at its cap stops accepting, so the rest go
+        # to the others; the slack covers the harness's own short-lived connections.
+        "GUNICORN_CMD_ARGS": f"--worker-connections {-(-args.connections // workers) + 2}",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics),
     }
 
 
 def seed(url: str, sessions: int) -> tuple[str, list[str]]:
     """Sign a user up and log it in ``sessions`` times: its access token and the refresh tokens."""
-    http = requests.Session()
     credentials = {"username": USERNAME, "password": PASSWORD}
-    answer = http.post(f"{url}/signup", json=credentials, timeout=30)
-    if answer.status_code != 201:
-        raise BenchError(f"signup failed: {answer.status_code} {answer.text}")
-    access = answer.json()["access_token"]
-    refresh_tokens = []
-    for _ in range(sessions):
-        answer = http.post(f"{url}/login", json=credentials, timeout=30)
-        if answer.status_code != 200:
-            raise BenchError(f"login failed: {answer.status_code} {answer.text}")
-        refresh_tokens.append(answer.json()["refresh_token"])
+    # Closed afterwards: a kept-alive connection would hold one of a worker's connection slots.
+    with requests.Session() as http:
+        answer = http.post(f"{url}/signup", json=credentials, timeout=30)
+        if answer.status_code != 201:
+            raise BenchError(f"signup failed: {answer.status_code} {answer.text}")
+        access = answer.json()["access_token"]
+        refresh_tokens = []
+        for _ in range(sessions):
+            answer = http.post(f"{url}/login", json=credentials, timeout=30)
+            if answer.status_code != 200:
+                raise BenchError(f"login failed: {answer.status_code} {answer.text}")
+            refresh_tokens.append(answer.json()["refresh_token"])
     return access, refresh_tokens
 
 

@@ -9,6 +9,7 @@ The 64 KiB limit (MAX_CONTENT_LENGTH) answers 413 when the body is read, before 
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Callable
@@ -254,9 +255,18 @@ def documented(
     )
 
     def decorate(view: ViewT) -> ViewT:
-        wrapped = spectree(view)
+        documentation = spectree(view)
+
+        # What Flask calls: the view itself. With skip_validation spectree's wrapper would only
+        # unpack and re-pack every response (copying its body) on the hot path. spectree finds
+        # the metadata it needs for /openapi.json by following ``__wrapped__`` to its wrapper.
+        @functools.wraps(view)
+        def served(*args: Any, **kwargs: Any) -> Any:
+            return view(*args, **kwargs)
+
+        served.__wrapped__ = documentation  # type: ignore[attr-defined]
         setattr(
-            wrapped,
+            served,
             OPENAPI_EXTRA,
             {
                 "optional_body": optional_body,
@@ -264,6 +274,6 @@ def documented(
                 "bearer_optional": auth == "bearer-or-body",
             },
         )
-        return wrapped
+        return served  # type: ignore[return-value]
 
     return decorate
