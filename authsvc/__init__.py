@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import jwt_segments
+from . import jwt_segments, verified_tokens
 from .api import account, auth, introspection, ops, wellknown
 from .api.common import MAX_BODY_BYTES
 from .breached import BreachedPasswordChecker
@@ -79,6 +79,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
             configure_postgresql(db.engine)
     jwt_segments.install()  # before the first token is parsed; see the module for why
     jwt.init_app(app)
+    verified_tokens.install(app)
     register_jwt_callbacks(jwt)
     if settings.cors_origins:
         cors.init_app(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from flask_cors import CORS
-from flask_jwt_extended import JWTManager
 from flask_sqlalchemy import SQLAlchemy
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
 from .schemas import Problem
+from .verified_tokens import CachingJWTManager
 
 # Deterministic constraint names, so Alembic migrations can drop or alter them by name.
 NAMING_CONVENTION = {
@@ -27,7 +27,7 @@ class Base(DeclarativeBase):
 
 # Objects stay readable after commit: services commit, then views serialise what they return.
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
-jwt = JWTManager()
+jwt = CachingJWTManager()
 cors = CORS()
 
 # The OpenAPI document is generated from the pydantic models the views validate with; spectree
