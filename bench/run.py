@@ -39,14 +39,16 @@ import random
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -115,13 +117,15 @@ def argon2_rate(params: dict[str, int], processes: int, seconds: float) -> float
 # -- wrk -----------------------------------------------------------------------------------------
 
 
-def run_wrk(url: str, env: dict[str, str], args: argparse.Namespace) -> dict:
+def run_wrk(
+    url: str, env: dict[str, str], args: argparse.Namespace, seconds: int | None = None
+) -> dict:
     threads = min(args.wrk_threads, args.connections)
     command = [
         "wrk",
         f"-t{threads}",
         f"-c{args.connections}",
-        f"-d{args.duration}s",
+        f"-d{seconds or args.duration}s",
         "--timeout",
         "10s",
         "-s",
@@ -130,7 +134,11 @@ def run_wrk(url: str, env: dict[str, str], args: argparse.Namespace) -> dict:
     ]
     wrk_env = {**os.environ, "BENCH_THREADS": str(threads), **env}
     result = subprocess.run(  # noqa: S603 (a fixed command line)
-        command, env=wrk_env, capture_output=True, text=True, timeout=args.duration + 60
+        command,
+        env=wrk_env,
+        capture_output=True,
+        text=True,
+        timeout=(seconds or args.duration) + 60,
     )
     match = re.search(r"^BENCH_RESULT (\{.*\})$", result.stdout, re.MULTILINE)
     if result.returncode != 0 or not match:
@@ -170,16 +178,6 @@ def worker_rss_mb(master_pid: int, field: str = "VmRSS") -> list[float]:
             kib = int(fields[field].split()[0])
             sizes.append(round(kib * 1024 / 1e6, 1))
     return sorted(sizes)
-
-
-def settled_rss(master_pid: int) -> tuple[list[float], list[float]]:
-    """The workers' RSS RSS_SETTLE_SECONDS after the load (the headline figure), and their peak.
-
-    authsvc hands argon2's freed working memory back to the system after a quiet second
-    (authsvc.passwords); the peak (VmHWM) shows what the load itself needed.
-    """
-    time.sleep(RSS_SETTLE_SECONDS)
-    return worker_rss_mb(master_pid), worker_rss_mb(master_pid, "VmHWM")
 
 
 def _master_pid(port: int) -> int:
@@ -271,7 +269,18 @@ def seed(url: str, sessions: int) -> tuple[str, list[str]]:
     return access, refresh_tokens
 
 
-def bench_authsvc(args, backend: str, workdir: Path, workers: int) -> dict:
+@dataclass
+class Server:
+    """A running server under test: where it is, and each endpoint's wrk settings per round."""
+
+    name: str
+    url: str
+    master: int
+    specs: dict[str, Callable[[int], tuple[str, dict[str, str]]]]
+
+
+@contextmanager
+def authsvc_server(args, backend: str, workdir: Path, workers: int) -> Iterator[Server]:
     env = base_env(args, workdir, workers)
     port = free_port()
     env["AUTHSVC_ISSUER"] = f"http://127.0.0.1:{port}"
@@ -284,12 +293,19 @@ def bench_authsvc(args, backend: str, workdir: Path, workers: int) -> dict:
             env["REDIS_URL"] = REDIS_URL
         with authsvc_gunicorn(env, port, log) as url:
             master = _master_pid(port)
-            access, refresh_tokens = seed(url, sessions=2 * args.connections)
-            token_file = workdir / f"refresh-{backend}.txt"
-            token_file.write_text("\n".join(refresh_tokens) + "\n")
+            # Each round's refresh load starts from tokens never sent before (rotation spends
+            # them), so every round gets its own share.
+            per_round = 2 * args.connections
+            access, refresh_tokens = seed(url, sessions=per_round * args.rounds)
+            token_files = []
+            for index in range(args.rounds):
+                token_file = workdir / f"refresh-{backend}-{index}.txt"
+                share = refresh_tokens[index * per_round : (index + 1) * per_round]
+                token_file.write_text("\n".join(share) + "\n")
+                token_files.append(token_file)
             client_id, client_secret = INTROSPECTION_CLIENT
             basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
-            specs = {
+            fixed = {
                 "jwks": ("/.well-known/jwks.json", {"BENCH_METHOD": "GET"}),
                 "me": ("/me", {"BENCH_AUTHORIZATION": f"Bearer {access}"}),
                 "introspect": (
@@ -301,7 +317,6 @@ def bench_authsvc(args, backend: str, workdir: Path, workers: int) -> dict:
                         "BENCH_BODY": f"token={access}",
                     },
                 ),
-                "refresh": ("/refresh", {"BENCH_REFRESH_TOKENS": str(token_file)}),
                 "login": (
                     "/login",
                     {
@@ -311,14 +326,14 @@ def bench_authsvc(args, backend: str, workdir: Path, workers: int) -> dict:
                     },
                 ),
             }
-            results = {}
-            for name in AUTHSVC_ENDPOINTS:
-                path, wrk_env = specs[name]
-                results[name] = run_wrk(f"{url}{path}", wrk_env, args)
-                results[name]["worker_rss_mb_after"] = worker_rss_mb(master)
-                _progress(f"{backend} authsvc {name}", results[name])
-            rss, peak = settled_rss(master)
-    return {"endpoints": results, "worker_rss_mb": rss, "worker_peak_rss_mb": peak}
+            specs: dict[str, Callable[[int], tuple[str, dict[str, str]]]] = {
+                name: (lambda _round, spec=spec: spec) for name, spec in fixed.items()
+            }
+            specs["refresh"] = lambda index: (
+                "/refresh",
+                {"BENCH_REFRESH_TOKENS": str(token_files[index])},
+            )
+            yield Server("authsvc", url, master, specs)
 
 
 @contextmanager
@@ -326,7 +341,8 @@ def _sqlite(workdir: Path) -> Iterator[str]:
     yield f"sqlite:///{workdir}/authsvc-{uuid.uuid4().hex[:6]}.db"
 
 
-def bench_baseline(args, backend: str, workdir: Path, workers: int) -> dict:
+@contextmanager
+def baseline_server(args, backend: str, workdir: Path, workers: int) -> Iterator[Server]:
     env = base_env(args, workdir, workers)
     port = free_port()
     env["GUNICORN_BIND"] = f"127.0.0.1:{port}"
@@ -346,7 +362,7 @@ def bench_baseline(args, backend: str, workdir: Path, workers: int) -> dict:
             raise BenchError(f"baseline login failed: {answer.status_code} {answer.text}")
         tokens = answer.json()
         access, refresh = tokens["access_token"], tokens["refresh_token"]
-        specs = {
+        fixed = {
             "protected": ("/protected", {"BENCH_AUTHORIZATION": f"Bearer {access}"}),
             # No rotation in the baseline: the same refresh token is valid every time.
             "refresh": (
@@ -362,14 +378,71 @@ def bench_baseline(args, backend: str, workdir: Path, workers: int) -> dict:
                 },
             ),
         }
-        results = {}
-        for name in BASELINE_ENDPOINTS:
-            path, wrk_env = specs[name]
-            results[name] = run_wrk(f"{url}{path}", wrk_env, args)
-            results[name]["worker_rss_mb_after"] = worker_rss_mb(master)
-            _progress(f"{backend} baseline {name}", results[name])
-        rss, peak = settled_rss(master)
-    return {"endpoints": results, "worker_rss_mb": rss, "worker_peak_rss_mb": peak}
+        specs = {name: (lambda _round, spec=spec: spec) for name, spec in fixed.items()}
+        yield Server("baseline", url, master, specs)
+
+
+# Each comparison's two sides run back to back, and the whole schedule repeats --rounds times,
+# so a slow minute on this shared machine hits both sides of a ratio alike.
+SCHEDULE = [
+    ("authsvc", "jwks"),
+    ("authsvc", "me"),
+    ("baseline", "protected"),
+    ("authsvc", "introspect"),
+    ("authsvc", "refresh"),
+    ("baseline", "refresh"),
+    ("authsvc", "login"),
+    ("baseline", "login"),
+]
+
+
+def bench_side_by_side(args, backend: str, workdir: Path, workers: int) -> dict:
+    """Both servers up at once; the schedule, round after round; results summed over rounds."""
+    seconds = max(1, round(args.duration / args.rounds))
+    rounds: dict[tuple[str, str], list[dict]] = {step: [] for step in SCHEDULE}
+    with (
+        authsvc_server(args, backend, workdir, workers) as authsvc,
+        baseline_server(args, backend, workdir, workers) as baseline,
+    ):
+        servers = {"authsvc": authsvc, "baseline": baseline}
+        for index in range(args.rounds):
+            for name, endpoint in SCHEDULE:
+                server = servers[name]
+                path, wrk_env = server.specs[endpoint](index)
+                result = run_wrk(f"{server.url}{path}", wrk_env, args, seconds=seconds)
+                result["worker_rss_mb_after"] = worker_rss_mb(server.master)
+                rounds[(name, endpoint)].append(result)
+                _progress(f"{backend} {name} {endpoint} #{index + 1}", result)
+        time.sleep(RSS_SETTLE_SECONDS)
+        run = {}
+        for name, server in servers.items():
+            run[name] = {
+                "endpoints": {
+                    endpoint: _combine(rounds[(owner, endpoint)])
+                    for owner, endpoint in SCHEDULE
+                    if owner == name
+                },
+                "worker_rss_mb": worker_rss_mb(server.master),
+                "worker_peak_rss_mb": worker_rss_mb(server.master, "VmHWM"),
+            }
+    return run
+
+
+def _combine(results: list[dict]) -> dict:
+    """One endpoint's rounds: counts summed, the rate over their total time, median latencies."""
+    total = {key: sum(r[key] for r in results) for key in ("requests", "non_2xx_3xx")}
+    total |= {key: sum(r[key] for r in results) for key in ("socket_errors", "timeouts")}
+    seconds = sum(r["seconds"] for r in results)
+    return {
+        **total,
+        "seconds": round(seconds, 3),
+        "rps": round((total["requests"] - total["non_2xx_3xx"]) / seconds, 1) if seconds else 0.0,
+        "p50_ms": statistics.median(r["p50_ms"] for r in results),
+        "p99_ms": statistics.median(r["p99_ms"] for r in results),
+        "max_ms": max(r["max_ms"] for r in results),
+        "rounds_rps": [r["rps"] for r in results],
+        "worker_rss_mb_after": results[-1]["worker_rss_mb_after"],
+    }
 
 
 def _progress(label: str, result: dict) -> None:
@@ -754,6 +827,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"])
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per endpoint")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="split each endpoint's load into this many rounds, interleaved with the other side",
+    )
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="cheap argon2 (1 MiB, t=1)")
@@ -841,8 +920,8 @@ def run_endpoints(
                 run = {
                     "workers": workers[backend],
                     "threads": threads,
-                    "authsvc": bench_authsvc(args, backend, workdir, workers[backend]),
-                    "baseline": bench_baseline(args, backend, workdir, workers[backend]),
+                    "rounds": args.rounds,
+                    **bench_side_by_side(args, backend, workdir, workers[backend]),
                 }
             except (BenchError, AssertionError) as error:
                 print(f"bench: {backend} failed: {error}", file=sys.stderr)

@@ -44,7 +44,8 @@ def test_bench_harness_runs(tmp_path: Path) -> None:
     _require_wrk()
     output = tmp_path / "results.json"
     command = [sys.executable, str(RUN), "--backend", "sqlite", "--quick"]
-    command += ["--duration", "1", "--connections", "4", "--output", str(output)]
+    # Two rounds: each round's refresh load must start from its own unspent tokens.
+    command += ["--duration", "1", "--rounds", "2", "--connections", "4", "--output", str(output)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -61,6 +62,7 @@ def test_bench_harness_runs(tmp_path: Path) -> None:
         for name, figures in run[server]["endpoints"].items():
             assert figures["rps"] > 0, (server, name, figures)
             assert figures["non_2xx_3xx"] == 0, (server, name, figures)
+            assert len(figures["rounds_rps"]) == 2, (server, name, figures)
             assert 0 < figures["p50_ms"] <= figures["p99_ms"], (server, name, figures)
         assert run[server]["worker_rss_mb"] and min(run[server]["worker_rss_mb"]) > 0
     ratios = run["ratios"]
