@@ -10,9 +10,9 @@ import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import bindparam, exists, select, update
+from sqlalchemy import bindparam, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import usernames
@@ -52,19 +52,23 @@ class AccessContext:
     expires_at: datetime
 
 
-def _new_session(user: User, client: Client) -> Session:
+def _session_values(user_id: uuid.UUID, client: Client) -> dict[str, Any]:
     now = utcnow()
-    session = Session(
-        id=uuid.uuid4(),
-        user_id=user.id,
-        generation=0,
-        created_at=now,
-        rotated_at=now,
-        last_used_at=now,
-        expires_at=now + timedelta(seconds=runtime().settings.session_max_age),
-        user_agent=client.user_agent,
-        ip=client.ip,
-    )
+    return {
+        "id": uuid.uuid4(),
+        "user_id": user_id,
+        "generation": 0,
+        "created_at": now,
+        "rotated_at": now,
+        "last_used_at": now,
+        "expires_at": now + timedelta(seconds=runtime().settings.session_max_age),
+        "user_agent": client.user_agent,
+        "ip": client.ip,
+    }
+
+
+def _new_session(user: User, client: Client) -> Session:
+    session = Session(**_session_values(user.id, client))
     db.session.add(session)
     return session
 
@@ -107,31 +111,58 @@ def signup(username: str, password: str, client: Client) -> AuthResult:
     return AuthResult(user, issue_pair(user, session, fresh=True))
 
 
+# What a login reads: one statement, on a connection that is back in the pool before the
+# password is hashed (no transaction or connection is held for the length of an argon2 run).
+_LOGIN_USER = select(
+    User.id, User.username, User.password_hash, User.roles, User.created_at, User.disabled_at
+).where(User.username == bindparam("name"))
+_INSERT_SESSION = insert(Session)
+
+
 def login(username: str, password: str, client: Client) -> AuthResult:
     rt = runtime()
     if len(username) > usernames.MAX_LENGTH or len(password) > rt.settings.password_max_length:
         raise InvalidRequest("The username or password is too long.")
-    user = _user_named(username)
+    normalized = usernames.normalize(username)
+    user = None
+    # No signup could have made a name holding NUL (and PostgreSQL cannot even compare text
+    # holding NUL): simply an unknown user.
+    if "\x00" not in normalized:
+        with single_statement() as connection:
+            user = connection.execute(_LOGIN_USER, {"name": normalized}).first()
     if user is None:
         # Same work, same answer as a wrong password: no way to tell which usernames exist.
         rt.hasher.dummy_verify(password)
         security_event("login_failed", user_id=None, reason="unknown_user")
         raise InvalidCredentials()
     ok, new_hash = rt.hasher.verify_and_update(password, user.password_hash)
-    if not ok or not user.is_active:
+    if not ok or user.disabled_at is not None:
         security_event(
             "login_failed", user_id=str(user.id), reason="disabled" if ok else "wrong_password"
         )
         raise InvalidCredentials()
-    with write_transaction():
-        if new_hash is not None:
+    values = _session_values(user.id, client)
+    if new_hash is None:
+        with single_statement(writes=True) as connection:
+            connection.execute(_INSERT_SESSION, values)
+    else:
+        with write_transaction():
             # The hash parameters changed (or a legacy scheme): upgrade while we hold the password.
             db.session.execute(
                 update(User).where(User.id == user.id).values(password_hash=new_hash)
             )
-        session = _new_session(user, client)
+            db.session.execute(_INSERT_SESSION, values)
+    session = Session(**values)  # not added to the ORM session: it is written already
+    caller = Caller(
+        id=user.id, username=user.username, roles=list(user.roles or []), created_at=user.created_at
+    )
     security_event("login", user_id=str(user.id), session_id=str(session.id))
-    return AuthResult(user, issue_pair(user, session, fresh=True))
+    return AuthResult(caller, issue_pair(caller, session, fresh=True))
+
+
+def _user_column(column: Any) -> Any:
+    # RETURNING may name only the updated table on SQLite: the user's fields come by subquery.
+    return select(column).where(User.id == Session.user_id).scalar_subquery()
 
 
 # Built once: constructing the statement cost more than running it.
@@ -139,6 +170,7 @@ _ROTATE = (
     update(Session)
     .where(
         Session.id == bindparam("session_id"),
+        Session.user_id == bindparam("owner_id"),
         Session.generation == bindparam("generation"),
         Session.revoked_at.is_(None),
         Session.expires_at > bindparam("now"),
@@ -151,20 +183,31 @@ _ROTATE = (
         user_agent=bindparam("user_agent"),
         ip=bindparam("ip"),
     )
-    .returning(Session.id, Session.generation, Session.expires_at)
+    .returning(
+        Session.id,
+        Session.generation,
+        Session.expires_at,
+        Session.user_id,
+        _user_column(User.username).label("username"),
+        _user_column(User.roles).label("roles"),
+        _user_column(User.created_at).label("user_created_at"),
+    )
 )
 
 
-def refresh(caller: UserLike, session_id: uuid.UUID, generation: int, client: Client) -> AuthResult:
+def refresh(
+    session_id: uuid.UUID, generation: int, user_id: uuid.UUID, client: Client
+) -> AuthResult:
     """Rotate the session named by a verified refresh token (DESIGN §3, rotation and reuse).
 
     Current generation: bump it with one conditional UPDATE (of N concurrent callers exactly one
     matches). Previous generation within the grace window: re-issue for the current one. Anything
     else is reuse of a stolen or replayed token: the whole session is revoked.
 
-    ``caller`` is the token's user as the request's token check just read it. The common case is
-    that one UPDATE alone, which also re-checks that the user is still active; everything else
-    takes a transaction that reads the session and decides.
+    The common case is that one statement and nothing else: the UPDATE's conditions are the
+    whole revocation check (session live, still this user's, user active) and it returns the
+    user's fields for the response. Everything else takes a transaction that reads the session
+    and decides.
     """
     now = utcnow()
     with single_statement(writes=True) as connection:
@@ -172,6 +215,7 @@ def refresh(caller: UserLike, session_id: uuid.UUID, generation: int, client: Cl
             _ROTATE,
             {
                 "session_id": session_id,
+                "owner_id": user_id,
                 "generation": generation,
                 "next_generation": generation + 1,
                 "now": now,
@@ -180,11 +224,19 @@ def refresh(caller: UserLike, session_id: uuid.UUID, generation: int, client: Cl
             },
         ).first()
     if rotated is not None:
+        caller = Caller(
+            id=rotated.user_id,
+            username=rotated.username,
+            roles=list(rotated.roles or []),
+            created_at=rotated.user_created_at,
+        )
         return AuthResult(caller, issue_pair(caller, rotated, fresh=False))
-    return _refresh_not_current(session_id, generation, client)
+    return _refresh_not_current(session_id, generation, user_id, client)
 
 
-def _refresh_not_current(session_id: uuid.UUID, generation: int, client: Client) -> AuthResult:
+def _refresh_not_current(
+    session_id: uuid.UUID, generation: int, user_id: uuid.UUID, client: Client
+) -> AuthResult:
     """The refresh token is not the session's current generation, or the session is dead."""
     settings = runtime().settings
     now = utcnow()
@@ -199,7 +251,8 @@ def _refresh_not_current(session_id: uuid.UUID, generation: int, client: Client)
         if row is None:
             raise TokenRevoked()
         session, user = row
-        if session.revoked_at is not None or session.expires_at <= now or not user.is_active:
+        dead = session.revoked_at is not None or session.expires_at <= now or not user.is_active
+        if dead or session.user_id != user_id:
             raise TokenRevoked()
         in_grace = now - session.rotated_at <= timedelta(seconds=settings.refresh_reuse_grace)
         if generation == session.generation - 1 and in_grace:

@@ -8,6 +8,7 @@ the session generation ``gen``, and ``aud`` = the issuer, so no downstream servi
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,6 +24,7 @@ from flask_jwt_extended import (
 from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt.exceptions import InvalidAlgorithmError, InvalidTokenError, PyJWTError
 from sqlalchemy import bindparam, exists, select
+from werkzeug.local import LocalProxy
 
 from .config import SIGNING_ALGORITHMS, Settings
 from .database import single_statement
@@ -246,7 +248,9 @@ def register_jwt_callbacks(jwt: JWTManager) -> None:
 
     @jwt.user_lookup_loader
     def _user(_header: dict[str, Any], claims: dict[str, Any]) -> Caller:
-        return current_caller(claims)
+        # Read when first used, like Django's request.user: after the revocation check it is
+        # already cached on g, and a /refresh (whose rotation returns the user) never reads it.
+        return LocalProxy(functools.partial(current_caller, claims))  # type: ignore[return-value]
 
     # flask-jwt-extended answers 401/422 with its own bodies by default; every case here becomes
     # a problem+json 401 with a WWW-Authenticate challenge.

@@ -6,7 +6,6 @@ import uuid
 
 from flask import Blueprint, Response
 from flask_jwt_extended import (
-    current_user,
     get_jwt,
     get_jwt_request_location,
     verify_jwt_in_request,
@@ -80,9 +79,13 @@ def refresh() -> Response:
         locations.append("json")
     if cookie_mode():
         locations.append("cookies")
-    verify_jwt_in_request(refresh=True, locations=locations)
+    # The rotation's own UPDATE is the session check (live, this user's, user active), so the
+    # separate revocation lookup would only repeat it.
+    verify_jwt_in_request(refresh=True, locations=locations, skip_revocation_check=True)
     claims = get_jwt()
-    result = services.refresh(current_user, uuid.UUID(claims["sid"]), claims["gen"], client())
+    result = services.refresh(
+        uuid.UUID(claims["sid"]), claims["gen"], uuid.UUID(claims["sub"]), client()
+    )
     return token_response(result, from_cookie=get_jwt_request_location() == "cookies")
 
 
