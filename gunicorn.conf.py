@@ -41,14 +41,22 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="authsvc-metrics-")
 
 
-# One glibc malloc arena for the whole worker instead of one per thread (set here, in the master,
-# so every forked worker starts with it): argon2 mallocs its whole memory cost per hash, and with
-# an arena per thread each thread that ever hashed kept its own 19 MiB block resident. With one
-# arena the blocks are shared and authsvc.passwords can hand them back after a burst of logins.
-# Hashing speed is unchanged (bench/README.md). Not glibc: nothing to do.
+# glibc's allocator, set here in the master so every forked worker starts with it. argon2
+# mallocs its whole memory cost (19 MiB by default) per hash:
+# - one arena for the whole worker instead of one per thread: with an arena per thread, each
+#   thread that ever hashed kept its own block resident, out of reach of authsvc.passwords,
+#   which hands freed memory back (malloc_trim) after a quiet second;
+# - blocks up to 32 MiB come from the heap, and free() never trims it by itself: otherwise
+#   concurrent hashes kept trimming the heap and faulting 19 MiB back in (a few % of login
+#   throughput). The quiet-second trim does that job instead.
+# Measured in bench/README.md. Not glibc: nothing to do.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 if sys.platform.startswith("linux"):
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).mallopt(-8, 1)  # M_ARENA_MAX
+        _libc = ctypes.CDLL(None)
+        _libc.mallopt(_M_ARENA_MAX, 1)
+        _libc.mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+        _libc.mallopt(_M_TRIM_THRESHOLD, 512 * 1024 * 1024)
 
 
 def on_starting(server):

@@ -98,8 +98,8 @@ class PasswordPolicy:
 # blocks that large in its heap for reuse: after a burst of logins a worker stayed 20-80 MB
 # larger for good. Once hashing has been quiet for a second, what is left is handed back to the
 # system with malloc_trim (the next hash pays a few ms of page faults, once). gunicorn.conf.py
-# also gives each worker a single malloc arena, without which every thread that ever hashed
-# kept its own block, out of malloc_trim's reach. Without glibc both are skipped.
+# sets the allocator up for this (one arena per worker, no trimming by free() itself under
+# load); without glibc there is nothing to trim.
 RELEASE_AFTER_IDLE_SECONDS = 1.0
 
 

@@ -53,7 +53,10 @@ def test_argon2_memory_is_handed_back_after_a_quiet_second(tmp_path):
     trim); a quiet second later it is back to the start plus what the requests kept."""
     code = """
 import ctypes, json, threading, time
-ctypes.CDLL(None).mallopt(-8, 1)  # M_ARENA_MAX, as gunicorn.conf.py sets it in the master
+libc = ctypes.CDLL(None)  # as gunicorn.conf.py sets them in the master:
+libc.mallopt(-8, 1)  # M_ARENA_MAX
+libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD
+libc.mallopt(-1, 512 * 1024 * 1024)  # M_TRIM_THRESHOLD
 from authsvc.passwords import PasswordHasher
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
