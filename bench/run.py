@@ -47,7 +47,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -535,6 +535,11 @@ def seed_scale(database_url: str, users: int, password_hash: str) -> dict:
         mark = time.monotonic()
         conn.execute("VACUUM (ANALYZE) users, sessions")
         timings["vacuum_analyze_s"] = round(time.monotonic() - mark, 3)
+        # Write the bulk load's dirty pages out now, as an operator would after an import,
+        # rather than in a checkpoint in the middle of the measured load.
+        mark = time.monotonic()
+        conn.execute("CHECKPOINT")
+        timings["checkpoint_s"] = round(time.monotonic() - mark, 3)
         timings["total_s"] = round(time.monotonic() - started, 3)
         rows = conn.execute(
             "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM sessions), "
@@ -594,9 +599,11 @@ def login_checks(database_url: str, since: datetime, password_hash: str) -> dict
     return {"sessions_created": created, "distinct_users": distinct, "hashes_rewritten": upgraded}
 
 
-def bench_scale_point(
+@contextmanager
+def scale_server(
     args: argparse.Namespace, users: int, password_hash: str, workdir: Path, workers: int
-) -> dict:
+) -> Iterator[dict]:
+    """authsvc on its own database seeded with ``users`` users; what the rounds need."""
     env = base_env(args, workdir, workers)
     port = free_port()
     env["AUTHSVC_ISSUER"] = f"http://127.0.0.1:{port}"
@@ -606,36 +613,70 @@ def bench_scale_point(
     with postgres_database() as database_url:
         env["DATABASE_URL"] = database_url
         with authsvc_gunicorn(env, port, log) as url:
-            master = _master_pid(port)
             # Seeded while the (idle) server is up: authsvc_gunicorn migrates before it starts.
             point = seed_scale(database_url, users, password_hash)
             seconds = point["seed_seconds"]["total_s"]
             print(f"  scale {users} users: seeded in {seconds:.1f} s", file=sys.stderr, flush=True)
-            token_file = workdir / f"refresh-scale-{users}.txt"
-            token_file.write_text("\n".join(scale_logins(url, users, 2 * args.connections)) + "\n")
-            specs = {
-                "refresh": ("/refresh", {"BENCH_REFRESH_TOKENS": str(token_file)}),
-                "login": (
-                    "/login",
-                    {
-                        "BENCH_LOGIN_USERS": str(users),
-                        "BENCH_LOGIN_FORMAT": SCALE_USERNAME_FORMAT,
-                        "BENCH_LOGIN_PASSWORD": PASSWORD,
-                    },
-                ),
+            per_round = 2 * args.connections
+            tokens = scale_logins(url, users, per_round * args.rounds)
+            token_files = []
+            for index in range(args.rounds):
+                token_file = workdir / f"refresh-scale-{users}-{index}.txt"
+                share = tokens[index * per_round : (index + 1) * per_round]
+                token_file.write_text("\n".join(share) + "\n")
+                token_files.append(token_file)
+            login = {
+                "BENCH_LOGIN_USERS": str(users),
+                "BENCH_LOGIN_FORMAT": SCALE_USERNAME_FORMAT,
+                "BENCH_LOGIN_PASSWORD": PASSWORD,
             }
-            results = {}
+            yield {
+                "users": users,
+                "url": url,
+                "master": _master_pid(port),
+                "database_url": database_url,
+                "point": point,
+                "specs": {
+                    "refresh": lambda index: (
+                        "/refresh",
+                        {"BENCH_REFRESH_TOKENS": str(token_files[index])},
+                    ),
+                    "login": lambda _index: ("/login", login),
+                },
+            }
+
+
+def bench_scale_points(
+    args: argparse.Namespace, counts: list[int], password_hash: str, workdir: Path, workers: int
+) -> dict[str, dict]:
+    """Every user count's server at once; each endpoint's load alternates between them, round
+    after round, so a slow minute on this shared machine hits every count alike."""
+    seconds = max(1, round(args.duration / args.rounds))
+    with ExitStack() as stack:
+        servers = [
+            stack.enter_context(scale_server(args, users, password_hash, workdir, workers))
+            for users in counts
+        ]
+        rounds: dict[tuple[int, str], list[dict]] = {}
+        since = {server["users"]: _database_now(server["database_url"]) for server in servers}
+        for index in range(args.rounds):
             for name in SCALE_ENDPOINTS:
-                path, wrk_env = specs[name]
-                if name == "login":
-                    since = _database_now(database_url)
-                results[name] = run_wrk(f"{url}{path}", wrk_env, args)
-                results[name]["worker_rss_mb_after"] = worker_rss_mb(master)
-                _progress(f"scale {users} {name}", results[name])
-            point["login_checks"] = login_checks(database_url, since, password_hash)
-            point["worker_rss_mb"] = worker_rss_mb(master)
-    point["endpoints"] = results
-    return point
+                for server in servers:
+                    path, wrk_env = server["specs"][name](index)
+                    result = run_wrk(f"{server['url']}{path}", wrk_env, args, seconds=seconds)
+                    result["worker_rss_mb_after"] = worker_rss_mb(server["master"])
+                    rounds.setdefault((server["users"], name), []).append(result)
+                    _progress(f"scale {server['users']} {name} #{index + 1}", result)
+        points = {}
+        for server in servers:
+            users, point = server["users"], server["point"]
+            point["endpoints"] = {name: _combine(rounds[(users, name)]) for name in SCALE_ENDPOINTS}
+            point["login_checks"] = login_checks(
+                server["database_url"], since[users], password_hash
+            )
+            point["worker_rss_mb"] = worker_rss_mb(server["master"])
+            points[str(users)] = point
+    return points
 
 
 def scale_ratios(points: dict[str, dict]) -> dict:
@@ -712,15 +753,14 @@ def run_scale(args: argparse.Namespace, report: dict, workers: int) -> int:
     report["password_hash_seconds"] = round(time.monotonic() - mark, 3)
     status = 0
     with tempfile.TemporaryDirectory(prefix="authsvc-bench-") as tmp:
-        for users in args.scale:
-            try:
-                point = bench_scale_point(args, users, password_hash, Path(tmp), workers)
-            except (BenchError, AssertionError) as error:
-                print(f"bench: scale {users} failed: {error}", file=sys.stderr)
-                report["problems"].append(f"{users} users: the run failed: {error}")
-                status = 1
-                break
-            report["scale"][str(users)] = point
+        try:
+            report["scale"] = bench_scale_points(
+                args, args.scale, password_hash, Path(tmp), workers
+            )
+        except (BenchError, AssertionError) as error:
+            print(f"bench: scale run failed: {error}", file=sys.stderr)
+            report["problems"].append(f"the run failed: {error}")
+            status = 1
     if not report["scale"]:
         return status
     report["ratios"] = scale_ratios(report["scale"])
