@@ -162,8 +162,11 @@ _PRINCIPAL_COLUMNS = (
     Session.revoked_at,
     Session.expires_at,
 )
-_BY_SESSION = select(*_PRINCIPAL_COLUMNS).join_from(Session, User, Session.user_id == User.id)
-_BY_SESSION = _BY_SESSION.where(Session.id == bindparam("sid", type_=Session.id.type))
+_BY_SESSION = (
+    select(*_PRINCIPAL_COLUMNS)
+    .join_from(Session, User, Session.user_id == User.id)
+    .where(Session.id == bindparam("sid", type_=Session.id.type))
+)
 # With the denylist in the database, its check rides along in the same statement.
 _BY_SESSION_AND_DENYLIST = _BY_SESSION.add_columns(
     exists().where(RevokedToken.jti == bindparam("jti")).label("denied")
@@ -230,8 +233,10 @@ def introspect(token: str) -> tuple[dict[str, Any], Caller] | None:
 
 
 def current_caller(claims: dict[str, Any]) -> Caller:
+    """The user of a token whose session is live (401 otherwise, even where the revocation
+    check was skipped: nothing may act for a dead session)."""
     principal = lookup(claims)
-    if principal is None:
+    if principal is None or not principal.live:
         raise TokenRevoked()
     return principal.caller
 
