@@ -64,7 +64,8 @@ class VerifiedTokens:
             with self._lock:
                 self._entries.pop(token, None)
             return None
-        self.hits += 1
+        with self._lock:
+            self.hits += 1
         return dict(claims)  # callers may add to it; the cached copy stays as verified
 
     def put(self, token: str, kid: str, claims: dict[str, Any]) -> None:
