@@ -13,7 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import jwt_segments, verified_tokens
 from .api import account, auth, introspection, ops, wellknown
-from .api.common import MAX_BODY_BYTES
+from .api.common import MAX_BODY_BYTES, NoSessionInterface
 from .breached import BreachedPasswordChecker
 from .cli import register_cli
 from .config import ConfigError, Settings, load_settings
@@ -64,6 +64,7 @@ def configure_flask(app: Flask, settings: Settings) -> None:
         SQLALCHEMY_ENGINE_OPTIONS=engine_options(settings.database_url, settings.db_pool_size),
         **jwt_config(settings),
     )
+    app.session_interface = NoSessionInterface()
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies

@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import usernames
-from .database import single_statement, write_transaction
+from .database import DirectStatement, single_statement, write_transaction
 from .errors import InvalidCredentials, InvalidRequest, NotFound, TokenRevoked, UsernameTaken
 from .extensions import db
 from .models import Session, User, UserLike, utcnow
@@ -166,7 +166,7 @@ def _user_column(column: Any) -> Any:
 
 
 # Built once: constructing the statement cost more than running it.
-_ROTATE = (
+_ROTATE = DirectStatement(
     update(Session)
     .where(
         Session.id == bindparam("session_id"),
@@ -210,19 +210,18 @@ def refresh(
     and decides.
     """
     now = utcnow()
-    with single_statement(writes=True) as connection:
-        rotated = connection.execute(
-            _ROTATE,
-            {
-                "session_id": session_id,
-                "owner_id": user_id,
-                "generation": generation,
-                "next_generation": generation + 1,
-                "now": now,
-                "user_agent": client.user_agent,
-                "ip": client.ip,
-            },
-        ).first()
+    rotated = _ROTATE.first(
+        {
+            "session_id": session_id,
+            "owner_id": user_id,
+            "generation": generation,
+            "next_generation": generation + 1,
+            "now": now,
+            "user_agent": client.user_agent,
+            "ip": client.ip,
+        },
+        writes=True,
+    )
     if rotated is not None:
         caller = Caller(
             id=rotated.user_id,

@@ -27,7 +27,7 @@ from sqlalchemy import bindparam, exists, select
 from werkzeug.local import LocalProxy
 
 from .config import SIGNING_ALGORITHMS, Settings
-from .database import single_statement
+from .database import DirectStatement
 from .denylist import DatabaseDenylist
 from .errors import InvalidToken, MissingToken, TokenRevoked
 from .keys import PublicKey
@@ -162,14 +162,17 @@ _PRINCIPAL_COLUMNS = (
     Session.revoked_at,
     Session.expires_at,
 )
-_BY_SESSION = (
+_SELECT_BY_SESSION = (
     select(*_PRINCIPAL_COLUMNS)
     .join_from(Session, User, Session.user_id == User.id)
     .where(Session.id == bindparam("sid", type_=Session.id.type))
 )
+_BY_SESSION = DirectStatement(_SELECT_BY_SESSION)
 # With the denylist in the database, its check rides along in the same statement.
-_BY_SESSION_AND_DENYLIST = _BY_SESSION.add_columns(
-    exists().where(RevokedToken.jti == bindparam("jti")).label("denied")
+_BY_SESSION_AND_DENYLIST = DirectStatement(
+    _SELECT_BY_SESSION.add_columns(
+        exists().where(RevokedToken.jti == bindparam("jti")).label("denied")
+    )
 )
 
 
@@ -186,10 +189,7 @@ def lookup(claims: dict[str, Any]) -> Principal | None:
     denylist = runtime().denylist
     in_database = isinstance(denylist, DatabaseDenylist)
     query = _BY_SESSION_AND_DENYLIST if in_database else _BY_SESSION
-    with single_statement() as connection:
-        row = connection.execute(
-            query, {"sid": uuid.UUID(claims["sid"]), "jti": claims["jti"]}
-        ).first()
+    row = query.first({"sid": uuid.UUID(claims["sid"]), "jti": claims["jti"]})
     principal = None
     if row is not None:
         live = (

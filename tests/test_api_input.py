@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from flask import session
 
 from tests.helpers import PASSWORD, assert_problem, bearer, signup
 
@@ -188,3 +189,16 @@ def test_malformed_session_id_is_404(client):
     tokens = signup(client)
     response = client.delete("/sessions/not-a-uuid", headers=bearer(tokens["access_token"]))
     assert_problem(response, 404, "not_found")
+
+
+def test_flask_cookie_sessions_are_off(app, client):
+    # A forged Flask session cookie is never read, no answer sets one, and nothing can write one.
+    client.set_cookie("session", "eyJ1c2VyIjoiYWRtaW4ifQ.forged.signature")
+    tokens = signup(client)
+    answer = client.get("/me", headers=bearer(tokens["access_token"]))
+    assert answer.status_code == 200
+    assert "Set-Cookie" not in answer.headers
+    with app.test_request_context("/"):
+        assert not session
+        with pytest.raises(RuntimeError):
+            session["user"] = "admin"
