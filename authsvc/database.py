@@ -197,8 +197,10 @@ class DirectStatement:
     statement against 25 µs for the statement itself; on PostgreSQL 120 µs of 350.
 
     Driver errors come out as SQLAlchemy's (``DBAPIError.instance``, so the 503 handler sees an
-    ``OperationalError``), and a disconnect invalidates the pooled connection, as
+    ``OperationalError``), and a disconnect invalidates the pool's connections, as
     ``Connection.execute`` does. Rows are named tuples with the statement's column keys.
+    Statements that need ``Connection.execute`` to fill in values (Python-side defaults or
+    ``onupdate``, expanding IN) are refused.
     """
 
     def __init__(self, statement: Executable) -> None:
@@ -210,12 +212,21 @@ class DirectStatement:
         self._row = namedtuple(  # type: ignore[misc]
             "Row", [column.key for column in self._columns], rename=True
         )
-        self._by_dialect: dict[str, _Compiled] = {}
+        self._by_dialect: dict[tuple[str, str], _Compiled] = {}
 
     def _compiled(self, dialect: Dialect) -> _Compiled:
-        compiled = self._by_dialect.get(dialect.name)
+        compiled = self._by_dialect.get((dialect.name, dialect.driver))
         if compiled is None:
             sql = self.statement.compile(dialect=dialect)
+            # What only Connection.execute knows how to fill in (Python-side defaults and
+            # onupdate values, IN lists rendered per call) would silently be sent as NULL here.
+            if (
+                sql.insert_prefetch
+                or sql.update_prefetch
+                or sql.post_compile_params
+                or sql.literal_execute_params
+            ):
+                raise TypeError("a statement with Python-side defaults or post-compile parameters")
             by_name = {}
             for bind, name in sql.bind_names.items():
                 by_name[name] = (
@@ -225,7 +236,7 @@ class DirectStatement:
                     bind.type.dialect_impl(dialect).bind_processor(dialect),
                 )
             order = sql.positiontup if sql.positional else list(by_name)
-            compiled = self._by_dialect[dialect.name] = _Compiled(
+            compiled = self._by_dialect[(dialect.name, dialect.driver)] = _Compiled(
                 sql=str(sql),
                 parameters=tuple(by_name[name] for name in order or ()),
                 positional=bool(sql.positional),
@@ -257,32 +268,12 @@ class DirectStatement:
             except dialect.loaded_dbapi.Error as error:  # cannot connect
                 disconnect = dialect.is_disconnect(error, None, None)
                 raise _sqlalchemy_error(error, dialect, None, disconnect) from error
-            driver = raw.driver_connection
-            invalidated = False
             try:
                 # Compiled once connected: the dialect knows the server's version (RETURNING).
                 compiled = self._compiled(dialect)
                 arguments = self._arguments(compiled, params)
-                if not sqlite:  # SQLite's connections are in autocommit mode already
-                    driver.autocommit = True  # type: ignore[union-attr]
-                cursor = raw.cursor()
-                try:
-                    cursor.execute(compiled.sql, arguments)
-                    # fetchall: a RETURNING statement has finished (and committed) only then.
-                    rows = cursor.fetchall()
-                finally:
-                    cursor.close()
-            except dialect.loaded_dbapi.Error as error:
-                invalidated = dialect.is_disconnect(error, raw.dbapi_connection, None)
-                if invalidated:
-                    raw.invalidate(error)
-                raise _sqlalchemy_error(error, dialect, compiled.sql, invalidated) from error
+                rows = _run(engine, raw, compiled.sql, arguments, autocommit=not sqlite)
             finally:
-                if not sqlite and not invalidated:
-                    try:
-                        driver.autocommit = False  # type: ignore[union-attr]
-                    except Exception:  # a broken connection must not go back to the pool
-                        raw.invalidate()
                 raw.close()
         if not rows:
             return None
@@ -292,6 +283,39 @@ class DirectStatement:
                 for process, value in zip(compiled.result_processors, rows[0], strict=True)
             )
         )
+
+
+def _run(engine: Engine, raw: Any, sql: str, arguments: Any, *, autocommit: bool) -> list[Any]:
+    """Execute on a checked-out pooled connection and fetch everything; ``autocommit``: switch
+    the driver's autocommit on for the statement (psycopg) and back off before the connection
+    returns to the pool (the ORM expects transactions)."""
+    dialect = engine.dialect
+    driver = raw.driver_connection
+    invalidated = False
+    try:
+        if autocommit:
+            driver.autocommit = True
+        cursor = raw.cursor()
+        try:
+            cursor.execute(sql, arguments)
+            # fetchall: a RETURNING statement has finished (and committed) only then.
+            return cursor.fetchall()  # type: ignore[no-any-return]
+        finally:
+            cursor.close()
+    except dialect.loaded_dbapi.Error as error:
+        invalidated = dialect.is_disconnect(error, raw.dbapi_connection, None)
+        if invalidated:
+            # As Connection.execute does on a disconnect: this connection, and every other one
+            # opened before now is replaced when next checked out (a server that went away
+            # silently took them all).
+            engine.pool._invalidate(raw, error)
+        raise _sqlalchemy_error(error, dialect, sql, invalidated) from error
+    finally:
+        if autocommit and not invalidated:
+            try:
+                driver.autocommit = False
+            except Exception:  # a broken connection must not go back to the pool
+                raw.invalidate()
 
 
 def _sqlalchemy_error(
