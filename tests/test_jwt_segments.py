@@ -80,3 +80,71 @@ def test_junk_after_a_live_signature_is_refused_by_the_api(client):
         response = client.get("/me", headers={"Authorization": f"Bearer {token}{junk}"})
         assert response.status_code == 401, junk
         assert response.get_json()["code"] == "invalid_token"
+
+
+# -- the remembered parse (PyJWS._load) ------------------------------------------------------
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _tokens(client) -> list[str | bytes]:
+    live = signup(client)["access_token"]
+    header, payload, signature = live.split(".")
+    tokens: list[str | bytes] = [live, live.encode(), live + "=", live + "!", live[:-3]]
+    tokens += [f"{header}.{payload}", "", ".", "..", "a.b.c", f"{header}..{signature}"]
+    for raw_header in (b"[1]", b"not json", b'{"alg":"none"}', b'{"b64":false}', b"\xff"):
+        tokens.append(f"{_b64(raw_header).decode()}.{payload}.{signature}")
+        tokens.append(f"{_b64(raw_header).decode()}..{signature}")
+    return tokens
+
+
+def _load_outcome(load, token):
+    try:
+        return ("ok", load(token))
+    except DecodeError as error:
+        return ("error", str(error))
+
+
+@pytest.fixture
+def original_load():
+    jwt_segments.install()
+    if jwt_segments.ORIGINAL_LOAD is None:
+        pytest.skip("this PyJWT has no PyJWS._load; nothing was replaced")
+    return jwt_segments.ORIGINAL_LOAD
+
+
+def test_the_remembered_parse_answers_as_pyjwt_first_time_and_every_time(client, original_load):
+    assert PyJWS._load is jwt_segments.load
+    tokens = _tokens(client)
+    parser = PyJWS()
+    for token in tokens:
+        theirs = _load_outcome(lambda t: original_load(parser, t), token)
+        for _ in range(3):  # the first parse, then remembered ones
+            assert _load_outcome(parser._load, token) == theirs, token
+    kinds = {_load_outcome(parser._load, token)[0] for token in tokens}
+    assert kinds == {"ok", "error"}
+
+
+def test_each_caller_gets_its_own_header(client, original_load):
+    token = signup(client)["access_token"]
+    parser = PyJWS()
+    header = parser._load(token)[2]
+    header["alg"] = "none"
+    header["kid"] = "attacker"
+    assert parser._load(token)[2] == original_load(parser, token)[2]
+    assert PyJWS().get_unverified_header(token)["alg"] == "ES256"
+
+
+def test_long_tokens_are_not_remembered(original_load):
+    remembered = jwt_segments._remembered_load
+    long_token = "e30." + "A" * jwt_segments.MAX_REMEMBERED_TOKEN + ".AAAA"
+    before = remembered.cache_info()
+    PyJWS()._load(long_token)
+    after = remembered.cache_info()
+    assert (after.hits, after.misses, after.currsize) == (
+        before.hits,
+        before.misses,
+        before.currsize,
+    )
