@@ -41,7 +41,14 @@ _CHECKED_IN_AT = "authsvc_checked_in_at"
 
 
 def engine_options(database_url: str, pool_size: int) -> dict[str, Any]:
-    options: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": 10}
+    options: dict[str, Any] = {
+        "pool_size": pool_size,
+        "max_overflow": 0,
+        "pool_timeout": 10,
+        # A statement's parameters stay out of SQLAlchemy's error text, which an unhandled
+        # error's log line carries: they include password hashes and token ids.
+        "hide_parameters": True,
+    }
     if database_url.startswith("postgresql"):
         options["pool_recycle"] = 1800
         # Bound how long a request waits for an unreachable server before answering 503: the

@@ -118,6 +118,32 @@ def test_unhandled_errors_are_logged_without_leaking_to_the_client(app, client, 
     assert errors and errors[0]["exception"] == "RuntimeError"
 
 
+def test_a_failed_statement_is_logged_without_its_parameters(app, client, log_lines):
+    # A database error's text carries the statement's parameters by default: a password hash, a
+    # token id. None of them may reach the log.
+    secret = "$argon2id$v=19$m=19456,t=2,p=1$c2VjcmV0c2FsdA$leakedhashleakedhash"
+
+    @app.post("/boom")
+    def boom():
+        from sqlalchemy import text
+
+        from authsvc.extensions import db
+
+        # NOT NULL columns left out: an IntegrityError, which nothing expects here (a 500).
+        db.session.execute(
+            text("INSERT INTO users (password_hash) VALUES (:password_hash)"),
+            {"password_hash": secret},
+        )
+        return ""
+
+    response = client.post("/boom")
+    assert response.status_code == 500
+    errors = [line for line in log_lines() if line.get("level") == "error"]
+    assert errors and errors[0]["exception"] == "IntegrityError"
+    assert "INSERT INTO users" in errors[0]["traceback"]  # the statement, yes
+    assert secret not in json.dumps(log_lines())  # its parameters, no
+
+
 def test_reuse_event_names_the_session_not_the_token(make_app, log_lines):
     app = make_app(AUTHSVC_REFRESH_REUSE_GRACE="0")
     client = app.test_client()
