@@ -30,8 +30,9 @@ class DatabaseDenylist:
     """Rows in ``revoked_tokens``; ``add`` joins the caller's transaction (the caller commits)."""
 
     def add(self, jti: str, expires_at: datetime) -> None:
-        # The dialect's own INSERT (for ON CONFLICT), imported here: the PostgreSQL dialect
-        # module alone is ~2 MB that a SQLite worker would carry for nothing.
+        # The dialect's own INSERT (for ON CONFLICT), imported for the dialect in use. (A SQLite
+        # worker loads the PostgreSQL dialect all the same, ~2 MB: SQLAlchemy imports it to
+        # check the partial indexes' postgresql_where in models.py.)
         if db.session.get_bind().dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
