@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from .observability import current_request_id
 from .throttling import retry_after_seconds
 
 if TYPE_CHECKING:
@@ -182,7 +184,40 @@ def _unavailable(error: Exception) -> Response:
 def _database_error(error: DBAPIError) -> Response:
     if isinstance(error, OperationalError) or error.connection_invalidated:
         return _unavailable(error)
-    return _internal(error)
+    # Not log.exception: the driver's message carries row values (PostgreSQL's "DETAIL: Failing
+    # row contains (...)", "Key (...)=(...) already exists"): password hashes, token ids. The
+    # log gets what identifies the failure without them: the error class, the SQL state and
+    # constraint, the server's primary message, the statement (its parameters are hidden by the
+    # engine) and where it was raised.
+    log.error(
+        "unhandled database error",
+        extra={
+            "fields": {
+                "event": "unhandled_error",
+                "request_id": current_request_id(),
+                **_database_error_fields(error),
+            }
+        },
+    )
+    return problem(500, "internal_error", "An unexpected error occurred.")
+
+
+def _database_error_fields(error: DBAPIError) -> dict[str, object]:
+    driver_error = error.orig
+    diagnostics = getattr(driver_error, "diag", None)  # psycopg
+    if diagnostics is not None:
+        message = diagnostics.message_primary
+    else:  # sqlite3 names the constraint or table, never a value
+        message = str(driver_error) if driver_error is not None else None
+    return {
+        "exception": type(error).__name__,
+        "driver_exception": type(driver_error).__name__,
+        "sqlstate": getattr(driver_error, "sqlstate", None),
+        "constraint": getattr(diagnostics, "constraint_name", None),
+        "message": message,
+        "statement": error.statement,
+        "traceback": "".join(traceback.format_tb(error.__traceback__)),
+    }
 
 
 def _internal(error: Exception) -> Response:
