@@ -15,13 +15,16 @@ without the method is left alone.
 
 It also remembers the last few parses (``PyJWS._load``: split, three segments decoded, header
 JSON), a pure function of the token's text: flask-jwt-extended's four parses of one token cost
-one (about 50 µs of a refresh). Each caller gets its own copy of the header; nothing is cached
-for a token that fails to parse, or for one longer than any token this service issues.
+one (about 50 µs of a refresh). Each caller gets its own copy of the header (a deep one when it
+nests anything); nothing is cached for a token that fails to parse, or for one much longer
+than any this service issues (the parse happens before the signature is checked, so anyone can
+fill the memo: its size is what bounds the memory that costs).
 """
 
 from __future__ import annotations
 
 import binascii
+import copy
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -37,8 +40,8 @@ ORIGINAL: Callable[[bytes, str], bytes] | None = None
 ORIGINAL_LOAD: Callable[[PyJWS, str | bytes], tuple[bytes, bytes, dict[str, Any], bytes]] | None = (
     PyJWS.__dict__.get("_load")
 )
-# Tokens this service issues are well under 1 KiB; longer ones are parsed every time.
-MAX_REMEMBERED_TOKEN = 4096
+# Tokens this service issues are about 500 characters; longer ones are parsed every time.
+MAX_REMEMBERED_TOKEN = 1536
 _PARSER = PyJWS()
 
 
@@ -71,17 +74,19 @@ def decode_segment(segment: bytes, name: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=64)
-def _remembered_load(token: str | bytes) -> tuple[bytes, bytes, dict[str, Any], bytes]:
-    return ORIGINAL_LOAD(_PARSER, token)  # type: ignore[misc]
+def _remembered_load(token: str | bytes) -> tuple[bytes, bytes, dict[str, Any], bytes, bool]:
+    payload, signing_input, header, signature = ORIGINAL_LOAD(_PARSER, token)  # type: ignore[misc]
+    flat = not any(isinstance(value, dict | list) for value in header.values())
+    return payload, signing_input, header, signature, flat
 
 
 def load(self: PyJWS, jwt: str | bytes) -> tuple[bytes, bytes, dict[str, Any], bytes]:
     """PyJWS._load, remembered for recent tokens (see above). Installed only when
     ``ORIGINAL_LOAD`` exists."""
-    if not isinstance(jwt, str | bytes) or len(jwt) > MAX_REMEMBERED_TOKEN:
+    if type(jwt) not in (str, bytes) or len(jwt) > MAX_REMEMBERED_TOKEN:
         return ORIGINAL_LOAD(self, jwt)  # type: ignore[misc]
-    payload, signing_input, header, signature = _remembered_load(jwt)
-    return payload, signing_input, dict(header), signature
+    payload, signing_input, header, signature, flat = _remembered_load(jwt)
+    return payload, signing_input, dict(header) if flat else copy.deepcopy(header), signature
 
 
 def install() -> None:

@@ -112,6 +112,7 @@ def original_load():
     jwt_segments.install()
     if jwt_segments.ORIGINAL_LOAD is None:
         pytest.skip("this PyJWT has no PyJWS._load; nothing was replaced")
+    jwt_segments._remembered_load.cache_clear()
     return jwt_segments.ORIGINAL_LOAD
 
 
@@ -119,10 +120,14 @@ def test_the_remembered_parse_answers_as_pyjwt_first_time_and_every_time(client,
     assert PyJWS._load is jwt_segments.load
     tokens = _tokens(client)
     parser = PyJWS()
+    remembered = jwt_segments._remembered_load
     for token in tokens:
         theirs = _load_outcome(lambda t: original_load(parser, t), token)
+        hits = remembered.cache_info().hits
         for _ in range(3):  # the first parse, then remembered ones
             assert _load_outcome(parser._load, token) == theirs, token
+        if theirs[0] == "ok":
+            assert remembered.cache_info().hits == hits + 2, token  # really remembered
     kinds = {_load_outcome(parser._load, token)[0] for token in tokens}
     assert kinds == {"ok", "error"}
 
@@ -135,6 +140,14 @@ def test_each_caller_gets_its_own_header(client, original_load):
     header["kid"] = "attacker"
     assert parser._load(token)[2] == original_load(parser, token)[2]
     assert PyJWS().get_unverified_header(token)["alg"] == "ES256"
+    # Nested values too (PyJWT reads "crit" as a list; a "jwk" header is an object).
+    raw_header = b'{"alg":"ES256","crit":["exp"],"jwk":{"kty":"EC"}}'
+    _, payload, signature = token.split(".")
+    nested = f"{_b64(raw_header).decode()}.{payload}.{signature}"
+    header = parser._load(nested)[2]
+    header["crit"].append("injected")
+    header["jwk"]["kty"] = "injected"
+    assert parser._load(nested)[2] == original_load(parser, nested)[2]
 
 
 def test_long_tokens_are_not_remembered(original_load):
