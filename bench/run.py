@@ -441,6 +441,8 @@ def _combine(results: list[dict]) -> dict:
         "p99_ms": statistics.median(r["p99_ms"] for r in results),
         "max_ms": max(r["max_ms"] for r in results),
         "rounds_rps": [r["rps"] for r in results],
+        "rounds_p50_ms": [r["p50_ms"] for r in results],
+        "rounds_p99_ms": [r["p99_ms"] for r in results],
         "worker_rss_mb_after": results[-1]["worker_rss_mb_after"],
     }
 

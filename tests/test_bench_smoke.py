@@ -63,6 +63,7 @@ def test_bench_harness_runs(tmp_path: Path) -> None:
             assert figures["rps"] > 0, (server, name, figures)
             assert figures["non_2xx_3xx"] == 0, (server, name, figures)
             assert len(figures["rounds_rps"]) == 2, (server, name, figures)
+            assert len(figures["rounds_p99_ms"]) == 2, (server, name, figures)
             assert 0 < figures["p50_ms"] <= figures["p99_ms"], (server, name, figures)
         assert run[server]["worker_rss_mb"] and min(run[server]["worker_rss_mb"]) > 0
     ratios = run["ratios"]
