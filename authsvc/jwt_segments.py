@@ -73,7 +73,7 @@ def decode_segment(segment: bytes, name: str) -> bytes:
     return decoded
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)  # a few requests in flight, four parses each
 def _remembered_load(token: str | bytes) -> tuple[bytes, bytes, dict[str, Any], bytes, bool]:
     payload, signing_input, header, signature = ORIGINAL_LOAD(_PARSER, token)  # type: ignore[misc]
     flat = not any(isinstance(value, dict | list) for value in header.values())
