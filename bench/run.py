@@ -447,6 +447,15 @@ def _combine(results: list[dict]) -> dict:
     }
 
 
+def _print_ratios(ratios: dict[str, dict], heading: str) -> None:
+    """The ratios table under a report: value, target and whether it is met."""
+    width = max([len(heading), *map(len, ratios)]) + 1
+    print(f"{heading:<{width}} {'value':>8}  {'target':<8} met")
+    for label, r in ratios.items():
+        met = {True: "yes", False: "NO", None: "-"}[r["met"]]
+        print(f"{label:<{width}} {r['value']!s:>8}  {r['target']:<8} {met}")
+
+
 def _progress(label: str, result: dict) -> None:
     print(
         f"  {label:<28} {result['rps']:>9.1f} req/s  p50 {result['p50_ms']:>7.2f} ms  "
@@ -741,11 +750,10 @@ def print_scale_report(report: dict) -> None:
             f"{checks['distinct_users']} distinct users, {checks['hashes_rewritten']} hashes "
             f"rewritten; seed {point['seed_seconds']}, database {point['database_mb']} MB"
         )
-    print(f"{'ratio (users / users)':<36} {'value':>8}  {'target':<8} met")
-    for name, r in report["ratios"].items():
-        met = {True: "yes", False: "NO", None: "-"}[r["met"]]
-        label = f"{name} ({r['users'][0]} / {r['users'][1]})"
-        print(f"{label:<36} {r['value']!s:>8}  {r['target']:<8} {met}")
+    _print_ratios(
+        {f"{name} ({r['users'][0]} / {r['users'][1]})": r for name, r in report["ratios"].items()},
+        "ratio (users / users)",
+    )
 
 
 def run_scale(args: argparse.Namespace, report: dict, workers: int) -> int:
@@ -831,10 +839,7 @@ def print_report(report: dict) -> None:
                 f"({RSS_SETTLE_SECONDS:g} s after the load; peak "
                 f"{run[server].get('worker_peak_rss_mb')})"
             )
-        print(f"{'ratio':<22} {'value':>8}  {'target':<8} met")
-        for name, r in run["ratios"].items():
-            met = {True: "yes", False: "NO", None: "-"}[r["met"]]
-            print(f"{name:<22} {r['value']!s:>8}  {r['target']:<8} {met}")
+        _print_ratios(run["ratios"], "ratio")
 
 
 def _scale_counts(text: str) -> list[int]:
