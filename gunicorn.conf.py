@@ -44,7 +44,7 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 # glibc's allocator, set here in the master so every forked worker starts with it. argon2
 # mallocs its whole memory cost (19 MiB by default) per hash:
 # - one arena for the whole worker instead of one per thread: with an arena per thread, each
-#   thread that ever hashed kept its own block resident, out of reach of authsvc.passwords,
+#   thread that ever hashed kept its own block resident, out of reach of authsvc.security.passwords,
 #   which hands freed memory back (malloc_trim) after a quiet second;
 # - blocks up to 32 MiB come from the heap, and free() never trims it by itself: otherwise
 #   concurrent hashes kept trimming the heap and faulting 19 MiB back in (a few % of login

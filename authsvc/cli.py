@@ -1,7 +1,7 @@
 """flask commands (``flask --app wsgi ...``). ``db upgrade`` comes from Flask-Migrate.
 
 Flask-Migrate is imported only when a ``flask db`` command runs: with Alembic, Mako and Pygments
-it is about 10 MB that a web worker never uses (see ``MigrationsGroup``).
+it is memory a web worker never uses (see ``MigrationsGroup``; bench/README.md has the size).
 
 Passwords are never command-line arguments (they would show in ``ps`` and shell history): they
 are prompted for, or read from standard input with ``--password-stdin``.
@@ -11,25 +11,19 @@ from __future__ import annotations
 
 import sys
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
 import click
 from flask import Flask
 from flask.cli import AppGroup, ScriptInfo, with_appcontext
-from sqlalchemy import delete, or_
 
-from . import keys, services
-from .database import write_transaction
 from .errors import AuthsvcError
 from .extensions import db
-from .models import RevokedToken, Session, utcnow
 from .runtime import runtime
+from .security import keys
+from .services import admin
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
-
-# Revoked sessions stay listed for audit this long before `prune` deletes them.
-REVOKED_SESSION_KEEP = timedelta(days=1)
 
 users_cli = AppGroup("users", help="Create, disable and list accounts.")
 sessions_cli = AppGroup("sessions", help="Revoke sessions.")
@@ -56,7 +50,7 @@ def _read_password(from_stdin: bool) -> str:
 def users_create(username: str, roles: tuple[str, ...], password_stdin: bool) -> None:
     """Create an account."""
     try:
-        user = services.create_user(username, _read_password(password_stdin), sorted(set(roles)))
+        user = admin.create_user(username, _read_password(password_stdin), sorted(set(roles)))
     except AuthsvcError as error:
         _fail(error)
     click.echo(f"created {user.username} ({user.id})")
@@ -67,7 +61,7 @@ def users_create(username: str, roles: tuple[str, ...], password_stdin: bool) ->
 def users_disable(username: str) -> None:
     """Disable an account: logins fail and every session is revoked at once."""
     try:
-        count = services.disable_user(username)
+        count = admin.disable_user(username)
     except AuthsvcError as error:
         _fail(error)
     click.echo(f"disabled {username}; revoked {count} sessions")
@@ -79,7 +73,7 @@ def users_disable(username: str) -> None:
 def users_set_password(username: str, password_stdin: bool) -> None:
     """Set a new password; every session of the account is revoked."""
     try:
-        count = services.set_password(username, _read_password(password_stdin))
+        count = admin.set_password(username, _read_password(password_stdin))
     except AuthsvcError as error:
         _fail(error)
     click.echo(f"password set for {username}; revoked {count} sessions")
@@ -88,7 +82,7 @@ def users_set_password(username: str, password_stdin: bool) -> None:
 @users_cli.command("list")
 def users_list() -> None:
     """List accounts."""
-    for user in services.list_users():
+    for user in admin.list_users():
         state = "disabled" if user.disabled_at else "active"
         roles = ",".join(user.roles or []) or "-"
         click.echo(
@@ -108,9 +102,9 @@ def sessions_revoke(username: str | None, session_id: uuid.UUID | None) -> None:
         raise click.UsageError("give exactly one of --user or --session")
     try:
         if username is not None:
-            count = services.revoke_user_sessions(username)
+            count = admin.revoke_user_sessions(username)
         else:
-            count = services.revoke_session_by_id(session_id)  # type: ignore[arg-type]
+            count = admin.revoke_session_by_id(session_id)  # type: ignore[arg-type]
     except AuthsvcError as error:
         _fail(error)
     click.echo(f"revoked {count} sessions")
@@ -159,20 +153,10 @@ def prune_command() -> None:
 
     A token naming a deleted session is rejected like a revoked one, so deleting is always safe.
     """
-    now = utcnow()
-    with write_transaction():
-        sessions = db.session.execute(
-            delete(Session).where(
-                or_(Session.expires_at <= now, Session.revoked_at <= now - REVOKED_SESSION_KEEP)
-            )
-        ).rowcount
-        denied = db.session.execute(
-            delete(RevokedToken).where(RevokedToken.expires_at <= now)
-        ).rowcount
-    dead_keys = keys.delete_dead_keys(runtime().keyring.policy.retain_retired)
+    pruned = admin.prune()
     click.echo(
-        f"pruned {sessions} expired sessions, {denied} expired denylist entries, "
-        f"{dead_keys} dead keys"
+        f"pruned {pruned.sessions} expired sessions, {pruned.denylist_entries} expired denylist "
+        f"entries, {pruned.keys} dead keys"
     )
 
 

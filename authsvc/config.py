@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 SIGNING_ALGORITHMS = ("ES256", "RS256", "EdDSA")
@@ -269,10 +270,22 @@ def load_settings(
         raise ConfigError(f"unknown configuration variable(s): {', '.join(unknown)}")
     merged = {**(os.environ if environ is None else environ), **overrides}
     read = _Reader({key: str(value) for key, value in merged.items()})
-
     env = read.choice("AUTHSVC_ENV", "production", ENVIRONMENTS)
     development = env == "development"
+    return Settings(
+        env=env,
+        instance_path=instance_path,
+        **_secret_settings(read, development, instance_path),
+        **_identity_settings(read, development),
+        **_store_settings(read, instance_path),
+        **_token_settings(read),
+        **_password_settings(read),
+        **_throttling_settings(read),
+        **_client_settings(read),
+    )
 
+
+def _secret_settings(read: _Reader, development: bool, instance_path: str) -> dict[str, Any]:
     secret_key = read.raw("AUTHSVC_SECRET_KEY")
     if secret_key is None:
         if not development:
@@ -287,7 +300,11 @@ def load_settings(
             f"AUTHSVC_SECRET_KEY is too weak: use a random string of at least "
             f"{MIN_SECRET_LENGTH} characters"
         )
+    return {"secret_key": secret_key}
 
+
+def _identity_settings(read: _Reader, development: bool) -> dict[str, Any]:
+    """The issuer URL (exactly ``iss``) and the access tokens' audience."""
     issuer_raw = read.raw("AUTHSVC_ISSUER")
     if issuer_raw is None:
         if not development:
@@ -297,13 +314,29 @@ def load_settings(
             )
         issuer_raw = "http://localhost:8000"
     issuer = _url("AUTHSVC_ISSUER", issuer_raw)
-
     audience = read.csv("AUTHSVC_AUDIENCE") or ("authsvc",)
     if issuer in audience:
         # Refresh tokens carry the issuer as their audience; an access audience equal to it
         # would let a refresh token pass a downstream audience check.
         raise ConfigError("AUTHSVC_AUDIENCE must not contain the issuer URL")
+    return {"issuer": issuer, "audience": audience}
 
+
+def _store_settings(read: _Reader, instance_path: str) -> dict[str, Any]:
+    database_url = _database_url(
+        read.string("DATABASE_URL", f"sqlite:///{Path(instance_path) / 'authsvc.db'}")
+    )
+    redis_url = read.raw("REDIS_URL")
+    if redis_url is not None and urlsplit(redis_url).scheme not in {"redis", "rediss", "unix"}:
+        raise ConfigError("REDIS_URL must be a redis://, rediss:// or unix:// URL")
+    return {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "db_pool_size": read.integer("AUTHSVC_DB_POOL_SIZE", 10, minimum=1, maximum=200),
+    }
+
+
+def _token_settings(read: _Reader) -> dict[str, Any]:
     token_location = read.csv("AUTHSVC_TOKEN_LOCATION") or ("headers",)
     for location in token_location:
         if location not in TOKEN_LOCATIONS:
@@ -313,71 +346,70 @@ def load_settings(
             )
     if "headers" not in token_location:
         raise ConfigError("AUTHSVC_TOKEN_LOCATION must include headers")
-
-    database_url = _database_url(
-        read.string("DATABASE_URL", f"sqlite:///{Path(instance_path) / 'authsvc.db'}")
-    )
-
-    redis_url = read.raw("REDIS_URL")
-    if redis_url is not None and urlsplit(redis_url).scheme not in {"redis", "rediss", "unix"}:
-        raise ConfigError("REDIS_URL must be a redis://, rediss:// or unix:// URL")
-
-    breached_api = read.raw("AUTHSVC_BREACHED_PASSWORD_API")
-    if breached_api is not None:
-        breached_api = _url("AUTHSVC_BREACHED_PASSWORD_API", breached_api)
-
     access_ttl = read.integer("AUTHSVC_ACCESS_TOKEN_TTL", 900, minimum=1)
     refresh_ttl = read.integer("AUTHSVC_REFRESH_TOKEN_TTL", 2_592_000, minimum=1)
     session_max_age = read.integer("AUTHSVC_SESSION_MAX_AGE", 7_776_000, minimum=1)
     if refresh_ttl > session_max_age:
         raise ConfigError("AUTHSVC_REFRESH_TOKEN_TTL must not exceed AUTHSVC_SESSION_MAX_AGE")
+    return {
+        "token_location": token_location,
+        "signing_alg": read.choice("AUTHSVC_SIGNING_ALG", "ES256", SIGNING_ALGORITHMS),
+        "access_token_ttl": access_ttl,
+        "refresh_token_ttl": refresh_ttl,
+        "session_max_age": session_max_age,
+        "refresh_reuse_grace": read.integer("AUTHSVC_REFRESH_REUSE_GRACE", 10, maximum=300),
+        "leeway": read.integer("AUTHSVC_LEEWAY", 10, maximum=MAX_LEEWAY),
+        "key_rotation_days": read.integer("AUTHSVC_KEY_ROTATION_DAYS", 30),
+        "jwks_max_age": read.integer("AUTHSVC_JWKS_MAX_AGE", 300, maximum=86_400),
+    }
 
+
+def _password_settings(read: _Reader) -> dict[str, Any]:
     min_length = read.integer("AUTHSVC_PASSWORD_MIN_LENGTH", 12, minimum=8, maximum=1024)
     max_length = read.integer("AUTHSVC_PASSWORD_MAX_LENGTH", 128, minimum=8, maximum=1024)
     if min_length > max_length:
         raise ConfigError("AUTHSVC_PASSWORD_MIN_LENGTH must not exceed AUTHSVC_PASSWORD_MAX_LENGTH")
-
     parallelism = read.integer("AUTHSVC_ARGON2_PARALLELISM", 1, minimum=1, maximum=64)
     memory = read.integer("AUTHSVC_ARGON2_MEMORY_KIB", 19_456, minimum=8, maximum=4_194_304)
     if memory < 8 * parallelism:
         raise ConfigError(
             "AUTHSVC_ARGON2_MEMORY_KIB must be at least 8 x AUTHSVC_ARGON2_PARALLELISM"
         )
+    breached_api = read.raw("AUTHSVC_BREACHED_PASSWORD_API")
+    if breached_api is not None:
+        breached_api = _url("AUTHSVC_BREACHED_PASSWORD_API", breached_api)
+    return {
+        "password_min_length": min_length,
+        "password_max_length": max_length,
+        "argon2_memory_kib": memory,
+        "argon2_time_cost": read.integer("AUTHSVC_ARGON2_TIME_COST", 2, minimum=1, maximum=100),
+        "argon2_parallelism": parallelism,
+        "breached_password_api": breached_api,
+    }
 
-    return Settings(
-        env=env,
-        secret_key=secret_key,
-        issuer=issuer,
-        audience=audience,
-        database_url=database_url,
-        redis_url=redis_url,
-        signing_alg=read.choice("AUTHSVC_SIGNING_ALG", "ES256", SIGNING_ALGORITHMS),
-        access_token_ttl=access_ttl,
-        refresh_token_ttl=refresh_ttl,
-        session_max_age=session_max_age,
-        refresh_reuse_grace=read.integer("AUTHSVC_REFRESH_REUSE_GRACE", 10, maximum=300),
-        leeway=read.integer("AUTHSVC_LEEWAY", 10, maximum=MAX_LEEWAY),
-        key_rotation_days=read.integer("AUTHSVC_KEY_ROTATION_DAYS", 30),
-        password_min_length=min_length,
-        password_max_length=max_length,
-        argon2_memory_kib=memory,
-        argon2_time_cost=read.integer("AUTHSVC_ARGON2_TIME_COST", 2, minimum=1, maximum=100),
-        argon2_parallelism=parallelism,
-        ratelimit_enabled=read.boolean("AUTHSVC_RATELIMIT_ENABLED", True),
-        ratelimit_login_username=read.rate_limit(
+
+def _throttling_settings(read: _Reader) -> dict[str, Any]:
+    return {
+        "ratelimit_enabled": read.boolean("AUTHSVC_RATELIMIT_ENABLED", True),
+        "ratelimit_login_username": read.rate_limit(
             "AUTHSVC_RATELIMIT_LOGIN_USERNAME", "10/minute;100/hour"
         ),
-        ratelimit_login_address=read.rate_limit("AUTHSVC_RATELIMIT_LOGIN_ADDRESS", "30/minute"),
-        ratelimit_signup_address=read.rate_limit("AUTHSVC_RATELIMIT_SIGNUP_ADDRESS", "10/minute"),
-        ratelimit_refresh_address=read.rate_limit("AUTHSVC_RATELIMIT_REFRESH_ADDRESS", "60/minute"),
-        jwks_max_age=read.integer("AUTHSVC_JWKS_MAX_AGE", 300, maximum=86_400),
-        trusted_proxies=read.integer("AUTHSVC_TRUSTED_PROXIES", 0, maximum=10),
-        token_location=token_location,
-        cors_origins=read.csv("AUTHSVC_CORS_ORIGINS"),
-        introspection_clients=_introspection_clients(
+        "ratelimit_login_address": read.rate_limit("AUTHSVC_RATELIMIT_LOGIN_ADDRESS", "30/minute"),
+        "ratelimit_signup_address": read.rate_limit(
+            "AUTHSVC_RATELIMIT_SIGNUP_ADDRESS", "10/minute"
+        ),
+        "ratelimit_refresh_address": read.rate_limit(
+            "AUTHSVC_RATELIMIT_REFRESH_ADDRESS", "60/minute"
+        ),
+    }
+
+
+def _client_settings(read: _Reader) -> dict[str, Any]:
+    """Who may call, and from where: proxies, browser origins, introspection clients."""
+    return {
+        "trusted_proxies": read.integer("AUTHSVC_TRUSTED_PROXIES", 0, maximum=10),
+        "cors_origins": read.csv("AUTHSVC_CORS_ORIGINS"),
+        "introspection_clients": _introspection_clients(
             "AUTHSVC_INTROSPECTION_CLIENTS", read.csv("AUTHSVC_INTROSPECTION_CLIENTS")
         ),
-        breached_password_api=breached_api,
-        db_pool_size=read.integer("AUTHSVC_DB_POOL_SIZE", 10, minimum=1, maximum=200),
-        instance_path=instance_path,
-    )
+    }

@@ -1,4 +1,9 @@
-"""Domain errors and their problem+json responses (RFC 9457), mapped in this one place."""
+"""Domain errors and their problem+json responses (RFC 9457), mapped in this one place.
+
+A leaf: it imports no authsvc module, so every layer may raise these. The one mapping that
+needs another module's state, 429 with the limit's own ``Retry-After``, is registered by
+``authsvc.security.throttling``.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +11,13 @@ import logging
 import traceback
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import TYPE_CHECKING
 
 from flask import Flask, Response, json
 from flask_jwt_extended.exceptions import CSRFError
-from flask_limiter.errors import RateLimitExceeded
 from limits.errors import StorageError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
-
-from .observability import current_request_id
-from .throttling import retry_after_seconds
-
-if TYPE_CHECKING:
-    from .config import Settings
 
 log = logging.getLogger("authsvc.errors")
 
@@ -170,11 +167,6 @@ def _http_exception(error: HTTPException) -> Response:
     return problem(status, code, detail, headers)
 
 
-def _rate_limited(_error: RateLimitExceeded) -> Response:
-    retry_after = retry_after_seconds()
-    return RateLimited(headers={"Retry-After": str(retry_after)}).response()
-
-
 def _unavailable(error: Exception) -> Response:
     # Fail closed: a store we cannot reach means no answer, never an unchecked yes.
     log.warning("backing service unavailable: %s", type(error).__name__)
@@ -188,16 +180,10 @@ def _database_error(error: DBAPIError) -> Response:
     # row contains (...)", "Key (...)=(...) already exists"): password hashes, token ids. The
     # log gets what identifies the failure without them: the error class, the SQL state and
     # constraint, the server's primary message, the statement (its parameters are hidden by the
-    # engine) and where it was raised.
+    # engine) and where it was raised. (The log formatter adds the request id.)
     log.error(
         "unhandled database error",
-        extra={
-            "fields": {
-                "event": "unhandled_error",
-                "request_id": current_request_id(),
-                **_database_error_fields(error),
-            }
-        },
+        extra={"fields": {"event": "unhandled_error", **_database_error_fields(error)}},
     )
     return problem(500, "internal_error", "An unexpected error occurred.")
 
@@ -225,18 +211,18 @@ def _internal(error: Exception) -> Response:
     return problem(500, "internal_error", "An unexpected error occurred.")
 
 
-def register_error_handlers(app: Flask, settings: Settings) -> None:
+def register_error_handlers(app: Flask, *, uses_redis: bool) -> None:
+    """Every exception a request can raise, as problem+json (429 is throttling's own)."""
     app.register_error_handler(AuthsvcError, lambda error: error.response())
     # flask-jwt-extended sends a CSRF failure to its "unauthorized" callback (as if no token had
     # been sent); registered after JWTManager.init_app, this handler replaces its own.
     app.register_error_handler(CSRFError, lambda _error: InvalidCsrf().response())
-    app.register_error_handler(RateLimitExceeded, _rate_limited)
     app.register_error_handler(StorageError, _unavailable)
     app.register_error_handler(HTTPException, _http_exception)
     app.register_error_handler(DBAPIError, _database_error)
     app.register_error_handler(PoolTimeoutError, _unavailable)
-    if settings.redis_url:
-        from redis.exceptions import RedisError  # imported only when used: ~5 MB per worker
+    if uses_redis:
+        from redis.exceptions import RedisError  # imported only when used (memory per worker)
 
         app.register_error_handler(RedisError, _unavailable)
     app.register_error_handler(Exception, _internal)

@@ -1,15 +1,15 @@
-"""Extensions, created unbound here and bound to the app in :func:`authsvc.create_app`."""
+"""Extensions, created unbound here and bound to the app in :func:`authsvc.create_app`.
+
+A leaf: it imports no authsvc module, so models, stores and views can all import it.
+"""
 
 from __future__ import annotations
 
 from flask_cors import CORS
+from flask_jwt_extended import JWTManager
 from flask_sqlalchemy import SQLAlchemy
-from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
-
-from .schemas import Problem
-from .verified_tokens import CachingJWTManager
 
 # Deterministic constraint names, so Alembic migrations can drop or alter them by name.
 NAMING_CONVENTION = {
@@ -27,27 +27,5 @@ class Base(DeclarativeBase):
 
 # Objects stay readable after commit: services commit, then views serialise what they return.
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
-jwt = CachingJWTManager()
+jwt = JWTManager()
 cors = CORS()
-
-# The OpenAPI document is generated from the pydantic models the views validate with; spectree
-# only documents (skip_validation=True on each view) because the views validate bodies themselves
-# (authsvc.api.body) to give problem+json errors for every malformed input.
-openapi = SpecTree(
-    "flask",
-    title="authsvc",
-    version="0.1.0",
-    description="A token issuer: signup, login, rotating refresh tokens, JWKS.",
-    mode="strict",
-    annotations=False,
-    # Bad input is a 400 problem (authsvc.api.common.parse_body), never spectree's 422.
-    validation_error_status=400,
-    validation_error_model=Problem,
-    security_schemes=[
-        SecurityScheme(
-            name="bearer",
-            data=SecuritySchemeData(type="http", scheme="bearer", bearer_format="JWT"),
-        ),
-        SecurityScheme(name="basic", data=SecuritySchemeData(type="http", scheme="basic")),
-    ],
-)

@@ -1,10 +1,14 @@
-"""Database models: plain data and queries' shapes. No HTTP, no commits."""
+"""Tables, and the value types that travel between layers (Caller, Principal, TokenPair, ...).
+
+Plain data: no HTTP, no commits, no queries (those are in ``authsvc.store``).
+"""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from sqlalchemy import (
     JSON,
@@ -29,7 +33,7 @@ def utcnow() -> datetime:
 
 
 class UserLike(Protocol):
-    """A User row, or any lighter view of one with these fields (tokens.Caller)."""
+    """A User row, or any lighter view of one with these fields (Caller)."""
 
     @property
     def id(self) -> uuid.UUID: ...
@@ -50,6 +54,64 @@ class SessionLike(Protocol):
     def generation(self) -> int: ...
     @property
     def expires_at(self) -> datetime: ...
+
+
+LogoutScope = Literal["local", "global", "others"]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The user behind a live token: the columns the checks and the views need, not an ORM row.
+
+    Read on every authenticated request by one Core query (``store.sessions.PRINCIPAL``);
+    services that change the user load it themselves by ``id``.
+    """
+
+    id: uuid.UUID
+    username: str
+    roles: list[str]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a verified token names, and whether its session still lets it in."""
+
+    caller: Caller
+    live: bool  # session neither revoked nor expired, user active and named by `sub`, not denied
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who is calling, as the view saw it; stored on the session for GET /sessions."""
+
+    user_agent: str | None
+    ip: str | None
+
+
+@dataclass(frozen=True)
+class AccessContext:
+    """What a verified, live access (or refresh) token says about the caller."""
+
+    user: Caller
+    session_id: uuid.UUID
+    jti: str
+    token_type: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    refresh_expires_at: datetime
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    user: UserLike
+    tokens: TokenPair
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -63,6 +63,9 @@ class JsonFormatter(logging.Formatter):
             entry.update(fields)
         else:
             entry["message"] = record.getMessage()
+        if "request_id" not in entry and has_request_context():
+            # Any line logged while serving a request names it, whoever logged it.
+            entry["request_id"] = g.get("request_id")
         if record.exc_info and record.exc_info[0] is not None:
             entry["exception"] = record.exc_info[0].__name__
             entry["traceback"] = self.formatException(record.exc_info)

@@ -59,7 +59,7 @@ if str(ROOT) not in sys.path:
 
 import requests  # noqa: E402
 
-from tests.servers import BIN, authsvc_gunicorn, free_port, running  # noqa: E402
+from tests.support.servers import BIN, authsvc_gunicorn, free_port, running  # noqa: E402
 
 WRK_SCRIPT = ROOT / "bench" / "wrk.lua"
 SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"  # noqa: S105 (loopback only)
@@ -91,7 +91,7 @@ class BenchError(RuntimeError):
 
 
 def _verify_loop(params: dict[str, int], seconds: float) -> int:
-    from authsvc.passwords import PasswordHasher
+    from authsvc.security.passwords import PasswordHasher
 
     hasher = PasswordHasher(**params)
     stored = hasher.hash(PASSWORD)
@@ -181,7 +181,8 @@ def worker_rss_mb(master_pid: int, field: str = "VmRSS") -> list[float]:
 
 
 def _master_pid(port: int) -> int:
-    """The pid of the gunicorn master listening on ``port`` (tests.servers yields only the URL)."""
+    """The pid of the gunicorn master listening on ``port`` (tests.support.servers yields only
+    the URL)."""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             parts = cmdline.read_bytes().split(b"\0")
@@ -513,8 +514,8 @@ def scale_username(i: int) -> str:
 def scale_password_hash(params: dict[str, int]) -> str:
     """The one hash every seeded user shares, made by the service's own hasher and cost, so a
     login verifies exactly as it would for a user who signed up (and never needs an upgrade)."""
-    from authsvc import usernames
-    from authsvc.passwords import PasswordHasher
+    from authsvc.security import usernames
+    from authsvc.security.passwords import PasswordHasher
 
     for name in (scale_username(1), scale_username(10_000_000)):
         if usernames.validate(name) != name:

@@ -7,66 +7,29 @@ run is skipped with the reason, unless AUTHSVC_TEST_REQUIRE_SERVICES=1 (CI), whe
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
-from flask_migrate import upgrade
 
 from authsvc import create_app
-from authsvc.cli import bind_migrations
 from authsvc.extensions import db
-
-REQUIRE_SERVICES = os.environ.get("AUTHSVC_TEST_REQUIRE_SERVICES") == "1"
-POSTGRES_URL = os.environ.get(
-    "AUTHSVC_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+from tests.support.settings import (
+    POSTGRES_URL,
+    REDIS_URL,
+    TABLES,
+    AppFactory,
+    base_config,
+    migrate,
+    unavailable,
+    with_database,
 )
-REDIS_URL = os.environ.get("AUTHSVC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
-ISSUER = "https://auth.test"
-# Tests other than those of hashing itself use a cheap argon2 cost (DESIGN allows it).
-FAST_ARGON2 = {"AUTHSVC_ARGON2_MEMORY_KIB": "64", "AUTHSVC_ARGON2_TIME_COST": "1"}
-TABLES = ("revoked_tokens", "sessions", "users", "signing_keys")
-
-AppFactory = Callable[..., Flask]
-
-
-def base_config() -> dict[str, str]:
-    return {
-        "AUTHSVC_ENV": "production",
-        "AUTHSVC_SECRET_KEY": TEST_SECRET,
-        "AUTHSVC_ISSUER": ISSUER,
-        # Tests make many requests from one address; tests/test_throttling.py turns it on.
-        "AUTHSVC_RATELIMIT_ENABLED": "false",
-        **FAST_ARGON2,
-    }
-
-
-def _unavailable(reason: str) -> None:
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{reason} (AUTHSVC_TEST_REQUIRE_SERVICES=1: CI must not skip)")
-    pytest.skip(f"{reason}; set AUTHSVC_TEST_DATABASE_URL / AUTHSVC_TEST_REDIS_URL to run it")
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def migrate(app: Flask) -> None:
-    bind_migrations(app)
-    with app.app_context():
-        upgrade()
-        db.engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -84,10 +47,10 @@ def postgres_url() -> Iterator[str]:
     try:
         admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
     except psycopg.Error as error:
-        _unavailable(f"PostgreSQL at {POSTGRES_URL} is unreachable: {error}".strip())
+        unavailable(f"PostgreSQL at {POSTGRES_URL} is unreachable: {error}".strip())
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(POSTGRES_URL, name)
+    url = with_database(POSTGRES_URL, name)
     try:
         migrate(create_app({**base_config(), "DATABASE_URL": url}))
         yield url
@@ -101,7 +64,7 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError as error:
-        _unavailable(f"Redis at {REDIS_URL} is unreachable: {error}")
+        unavailable(f"Redis at {REDIS_URL} is unreachable: {error}")
     return REDIS_URL
 
 

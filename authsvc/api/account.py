@@ -5,21 +5,22 @@ from __future__ import annotations
 import uuid
 
 from flask import Blueprint, Response
-from flask_jwt_extended import current_user, jwt_required
 
-from .. import services
-from ..schemas import PasswordChange, SessionList, SessionOut, UserOut, user_out
-from .common import access_context, documented, json_response, require_body
+from ..services import accounts, sessions
+from ..tokens.flask import authenticated
+from .body import require_body
+from .openapi import documented
+from .responses import json_response
+from .schemas import PasswordChange, SessionList, SessionOut, UserOut, user_out
 
 bp = Blueprint("account", __name__)
 
 
 @bp.get("/me")
 @documented(ok=(200, UserOut), errors=(401, 503), auth="bearer", tag="account")
-@jwt_required()
 def me() -> Response:
     """The user the access token belongs to."""
-    return json_response(user_out(current_user))
+    return json_response(user_out(authenticated().user))
 
 
 @bp.post("/password")
@@ -30,40 +31,37 @@ def me() -> Response:
     auth="bearer",
     tag="account",
 )
-@jwt_required()
 def change_password() -> Response:
     """Change the password; every other session of the user is revoked."""
-    context = access_context()
+    caller = authenticated()
     body = require_body(PasswordChange)
-    services.change_password(context, body.current_password, body.new_password)
+    accounts.change_password(caller, body.current_password, body.new_password)
     return Response(status=204)
 
 
 @bp.get("/sessions")
 @documented(ok=(200, SessionList), errors=(401, 503), auth="bearer", tag="account")
-@jwt_required()
 def list_sessions() -> Response:
     """The user's live sessions; `current` marks the one this token belongs to."""
-    context = access_context()
-    sessions = [
+    caller = authenticated()
+    listed = [
         SessionOut(
             id=str(session.id),
             created_at=session.created_at,
             last_used_at=session.last_used_at,
-            expires_at=services.session_expires_at(session),
+            expires_at=sessions.session_expires_at(session),
             user_agent=session.user_agent,
             ip=session.ip,
-            current=session.id == context.session_id,
+            current=session.id == caller.session_id,
         )
-        for session in services.list_sessions(context.user.id)
+        for session in sessions.list_sessions(caller.user.id)
     ]
-    return json_response(SessionList(sessions=sessions))
+    return json_response(SessionList(sessions=listed))
 
 
 @bp.delete("/sessions/<uuid:session_id>")
 @documented(ok=(204, None), errors=(401, 404, 503), auth="bearer", tag="account")
-@jwt_required()
 def revoke_session(session_id: uuid.UUID) -> Response:
     """Revoke one of the user's sessions (its refresh and access tokens stop working)."""
-    services.revoke_session(access_context().user.id, session_id)
+    sessions.revoke_session(authenticated().user.id, session_id)
     return Response(status=204)

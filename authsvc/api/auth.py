@@ -5,25 +5,13 @@ from __future__ import annotations
 import uuid
 
 from flask import Blueprint, Response
-from flask_jwt_extended import (
-    get_jwt,
-    get_jwt_request_location,
-    verify_jwt_in_request,
-)
 
-from .. import services
-from ..schemas import Credentials, LogoutRequest, RefreshRequest, TokenResponse
-from .common import (
-    access_context,
-    clear_cookies,
-    client,
-    cookie_mode,
-    documented,
-    parse_body,
-    refresh_cookie_only,
-    require_body,
-    token_response,
-)
+from ..services import accounts, sessions
+from ..tokens.flask import authenticated, refresh_token_claims, token_came_from_cookie
+from .body import parse_body, request_client, require_body
+from .openapi import documented
+from .responses import clear_cookies, cookie_mode, refresh_cookie_only, token_response
+from .schemas import Credentials, LogoutRequest, RefreshRequest, TokenResponse
 
 bp = Blueprint("auth", __name__)
 
@@ -42,7 +30,7 @@ _STORES = (503,)
 def signup() -> Response:
     """Create an account and its first session."""
     body = require_body(Credentials)
-    return token_response(services.signup(body.username, body.password, client()), 201)
+    return token_response(accounts.signup(body.username, body.password, request_client()), 201)
 
 
 @bp.post("/login")
@@ -55,7 +43,7 @@ def signup() -> Response:
 def login() -> Response:
     """Log in: a new session and a token pair."""
     body = require_body(Credentials)
-    return token_response(services.login(body.username, body.password, client()))
+    return token_response(accounts.login(body.username, body.password, request_client()))
 
 
 @bp.post("/refresh")
@@ -79,14 +67,11 @@ def refresh() -> Response:
         locations.append("json")
     if cookie_mode():
         locations.append("cookies")
-    # The rotation's own UPDATE is the session check (live, this user's, user active), so the
-    # separate revocation lookup would only repeat it.
-    verify_jwt_in_request(refresh=True, locations=locations, skip_revocation_check=True)
-    claims = get_jwt()
-    result = services.refresh(
-        uuid.UUID(claims["sid"]), claims["gen"], uuid.UUID(claims["sub"]), client()
+    claims = refresh_token_claims(locations)
+    result = sessions.refresh(
+        uuid.UUID(claims["sid"]), claims["gen"], uuid.UUID(claims["sub"]), request_client()
     )
-    return token_response(result, from_cookie=get_jwt_request_location() == "cookies")
+    return token_response(result, from_cookie=token_came_from_cookie())
 
 
 @bp.post("/logout")
@@ -105,11 +90,11 @@ def logout() -> Response:
     already expired logs out with the refresh cookie (it is also scoped to /logout).
     """
     if cookie_mode() and refresh_cookie_only():
-        verify_jwt_in_request(refresh=True, locations=["cookies"])
+        caller = authenticated(refresh=True, locations=["cookies"])
     else:
-        verify_jwt_in_request(verify_type=False)
+        caller = authenticated(any_type=True)
     body = parse_body(LogoutRequest, optional=True)
-    services.logout(access_context(), body.scope if body is not None else "local")
+    sessions.logout(caller, body.scope if body is not None else "local")
     response = Response(status=204)
     if cookie_mode():
         clear_cookies(response)

@@ -6,8 +6,8 @@ from flask import Blueprint, Response, json
 
 from ..config import SIGNING_ALGORITHMS
 from ..runtime import runtime
-from ..schemas import Discovery, JwkSet
-from .common import documented
+from .openapi import documented
+from .schemas import Discovery, JwkSet
 
 bp = Blueprint("wellknown", __name__, url_prefix="/.well-known")
 

@@ -1,0 +1,138 @@
+"""pydantic models for request bodies and responses; /openapi.json is generated from them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from ..models import UserLike
+
+# Generous structural bounds; the configured limits (password length, username rules) are
+# checked by the services with their own error codes.
+_MAX_FIELD = 1024
+_MAX_TOKEN = 8192
+
+
+class StrictModel(BaseModel):
+    # Unknown fields and coerced types are client errors (400), never silently accepted.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Credentials(StrictModel):
+    username: str = Field(max_length=_MAX_FIELD, examples=["alice@example.com"])
+    password: str = Field(max_length=_MAX_FIELD, examples=["correct horse battery staple"])
+
+
+class RefreshRequest(StrictModel):
+    refresh_token: str | None = Field(default=None, max_length=_MAX_TOKEN)
+
+
+class LogoutRequest(StrictModel):
+    scope: Literal["local", "global", "others"] = "local"
+
+
+class PasswordChange(StrictModel):
+    current_password: str = Field(max_length=_MAX_FIELD)
+    new_password: str = Field(max_length=_MAX_FIELD)
+
+
+class IntrospectionRequest(StrictModel):
+    token: str = Field(max_length=_MAX_TOKEN)
+    token_type_hint: str | None = Field(default=None, max_length=64)
+
+
+class Introspection(BaseModel):
+    """RFC 7662 §2.2. Only ``active`` when the token is not a live access token."""
+
+    active: bool
+    token_type: Literal["Bearer"] | None = None
+    sub: str | None = None
+    username: str | None = None
+    roles: list[str] | None = None
+    iss: str | None = None
+    aud: str | list[str] | None = None
+    exp: int | None = None
+    iat: int | None = None
+    nbf: int | None = None
+    jti: str | None = None
+    sid: str | None = None
+
+
+class UserOut(BaseModel):
+    id: str
+    username: str
+    roles: list[str]
+    created_at: datetime
+
+
+class TokenResponse(BaseModel):
+    # Absent only in cookie mode, when the refresh came from the httpOnly cookie.
+    access_token: str | None = None
+    refresh_token: str | None = None
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105
+    expires_in: int
+    user: UserOut | None = None
+
+
+class SessionOut(BaseModel):
+    id: str
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    user_agent: str | None
+    ip: str | None
+    current: bool
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionOut]
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with a stable machine-readable ``code``."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str
+
+
+class Jwk(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kty: str
+    kid: str
+    use: str
+    alg: str
+    crv: str | None = None
+    x: str | None = None
+    y: str | None = None
+    n: str | None = None
+    e: str | None = None
+
+
+class JwkSet(BaseModel):
+    keys: list[Jwk]
+
+
+class Discovery(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    issuer: str
+    jwks_uri: str
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = {}
+
+
+def user_out(user: UserLike) -> UserOut:
+    return UserOut(
+        id=str(user.id),
+        username=user.username,
+        roles=list(user.roles or []),
+        created_at=user.created_at,
+    )

@@ -1,0 +1,1 @@
+"""Secrets and the rules around them: passwords, usernames, signing keys, throttling."""

@@ -1,0 +1,112 @@
+"""Throttling with Flask-Limiter (DESIGN §5): per client address on /login, /signup and
+/refresh; failed logins per submitted username, existing or not.
+
+Counters live in Redis when REDIS_URL is set (shared by every worker and replica), in process
+memory otherwise. A store that cannot be reached is an error (503), never a silently missing
+limit. Each app gets its own Limiter, wrapping its own view functions; the 429 answer, with the
+hit limit's own ``Retry-After``, is mapped here too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, current_app, request
+from flask_limiter import Limiter
+from flask_limiter.errors import RateLimitExceeded
+
+from ..config import Settings
+from ..errors import RateLimited
+from . import usernames
+
+EXTENSION_KEY = "authsvc.limiter"
+# Failed logins per username are counted only when the login failed (401), but checked before
+# every attempt: while a username is throttled, even the right password gets 429.
+_FAILED_LOGIN = 401
+
+
+def client_address() -> str:
+    """The client address, after ProxyFix applied AUTHSVC_TRUSTED_PROXIES."""
+    return request.remote_addr or "unknown"
+
+
+def submitted_username() -> str:
+    """The normalised username in a login body, hashed for the storage key; "" (limit skipped,
+    the view answers 400) when the body has none."""
+    try:
+        body: Any = json.loads(request.get_data(cache=True) or b"null")
+    except (ValueError, RecursionError):
+        return ""
+    username = body.get("username") if isinstance(body, dict) else None
+    if not isinstance(username, str) or len(username) > usernames.MAX_LENGTH:
+        return ""
+    digest = hashlib.sha256(usernames.normalize(username).encode()).hexdigest()
+    return f"user:{digest[:32]}"
+
+
+def _failed_login(response: Response) -> bool:
+    return response.status_code == _FAILED_LOGIN
+
+
+def register_throttling(app: Flask, settings: Settings) -> Limiter:
+    storage_options: dict[str, Any] = {}
+    if settings.redis_url:
+        storage_options = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
+    limiter = Limiter(
+        key_func=client_address,
+        app=app,
+        storage_uri=settings.redis_url or "memory://",
+        storage_options=storage_options,
+        strategy="sliding-window-counter",
+        key_prefix="authsvc",
+        enabled=settings.ratelimit_enabled,
+        # Fail closed: an unreachable store raises (and answers 503) instead of letting every
+        # request through unthrottled.
+        swallow_errors=False,
+        in_memory_fallback_enabled=False,
+        headers_enabled=False,
+    )
+
+    def limited(endpoint: str, *decorators: Callable[[Any], Any]) -> None:
+        view = app.view_functions[endpoint]
+        for decorate in decorators:
+            view = decorate(view)
+        app.view_functions[endpoint] = view
+
+    # Disabled (AUTHSVC_RATELIMIT_ENABLED=false): the views are not wrapped at all, rather than
+    # wrapped by limits that are then skipped on every request (bench/README.md item 12).
+    if settings.ratelimit_enabled:
+        limited(
+            "auth.login",
+            limiter.limit(settings.ratelimit_login_address, key_func=client_address),
+            limiter.limit(
+                settings.ratelimit_login_username,
+                key_func=submitted_username,
+                deduct_when=_failed_login,
+                scope="login-username",
+            ),
+        )
+        limited("auth.signup", limiter.limit(settings.ratelimit_signup_address))
+        limited("auth.refresh", limiter.limit(settings.ratelimit_refresh_address))
+    app.extensions[EXTENSION_KEY] = limiter
+    app.register_error_handler(RateLimitExceeded, _rate_limited)
+    return limiter
+
+
+def _rate_limited(_error: RateLimitExceeded) -> Response:
+    return RateLimited(headers={"Retry-After": str(retry_after_seconds())}).response()
+
+
+def retry_after_seconds() -> int:
+    """Seconds until the limit that was just hit lets a request through again."""
+    limiter: Limiter | None = current_app.extensions.get(EXTENSION_KEY)
+    current = limiter.current_limit if limiter is not None else None
+    if current is None:
+        return 60
+    window = current.limit.get_expiry()
+    return min(window, max(1, math.ceil(current.reset_at - time.time())))

@@ -1,0 +1,109 @@
+"""Signing up, logging in, changing the password."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import InvalidCredentials, InvalidRequest, TokenRevoked, UsernameTaken
+from ..models import AccessContext, AuthResult, Caller, Client, Session, User, utcnow
+from ..observability import security_event
+from ..runtime import runtime
+from ..security import usernames
+from ..store import sessions as session_store
+from ..store import users as user_store
+from ..store.database import write_transaction
+from ..tokens.issue import issue_pair
+
+
+def new_session_values(user_id: uuid.UUID, client: Client) -> dict[str, Any]:
+    """The columns of a session created now for ``user_id``."""
+    now = utcnow()
+    return {
+        "id": uuid.uuid4(),
+        "user_id": user_id,
+        "generation": 0,
+        "created_at": now,
+        "rotated_at": now,
+        "last_used_at": now,
+        "expires_at": now + timedelta(seconds=runtime().settings.session_max_age),
+        "user_agent": client.user_agent,
+        "ip": client.ip,
+    }
+
+
+def signup(username: str, password: str, client: Client) -> AuthResult:
+    rt = runtime()
+    normalized = usernames.validate(username)
+    checked = rt.password_policy.check(password, username=normalized)
+    password_hash = rt.hasher.hash(checked)
+    try:
+        with write_transaction():
+            user = User(id=uuid.uuid4(), username=normalized, password_hash=password_hash, roles=[])
+            # The unique index on the normalised username decides, not a prior lookup: of many
+            # parallel signups for one name exactly one insert succeeds.
+            user_store.add(user)
+            session = Session(**new_session_values(user.id, client))
+            session_store.add(session)
+    except IntegrityError:
+        raise UsernameTaken() from None
+    security_event("signup", user_id=str(user.id), session_id=str(session.id))
+    return AuthResult(user, issue_pair(user, session, fresh=True))
+
+
+def login(username: str, password: str, client: Client) -> AuthResult:
+    rt = runtime()
+    if len(username) > usernames.MAX_LENGTH or len(password) > rt.settings.password_max_length:
+        raise InvalidRequest("The username or password is too long.")
+    # One autocommit read: no connection is held while the password is hashed.
+    user = user_store.login_row(usernames.normalize(username))
+    if user is None:
+        # Same work, same answer as a wrong password: no way to tell which usernames exist.
+        rt.hasher.dummy_verify(password)
+        security_event("login_failed", user_id=None, reason="unknown_user")
+        raise InvalidCredentials()
+    ok, new_hash = rt.hasher.verify_and_update(password, user.password_hash)
+    if not ok or user.disabled_at is not None:
+        security_event(
+            "login_failed", user_id=str(user.id), reason="disabled" if ok else "wrong_password"
+        )
+        raise InvalidCredentials()
+    values = new_session_values(user.id, client)
+    if new_hash is None:
+        session_store.insert_now(values)
+    else:
+        with write_transaction():
+            # The hash parameters changed (or a legacy scheme): upgrade while we hold the password.
+            user_store.set_password_hash(user.id, new_hash)
+            session_store.insert_in_transaction(values)
+    session = Session(**values)  # not added to the ORM session: it is written already
+    caller = Caller(
+        id=user.id, username=user.username, roles=list(user.roles or []), created_at=user.created_at
+    )
+    security_event("login", user_id=str(user.id), session_id=str(session.id))
+    return AuthResult(caller, issue_pair(caller, session, fresh=True))
+
+
+def change_password(context: AccessContext, current_password: str, new_password: str) -> None:
+    """A new password; every other session of the user is revoked."""
+    rt = runtime()
+    user = user_store.get(context.user.id)
+    if user is None:
+        raise TokenRevoked()
+    if len(current_password) > rt.settings.password_max_length:
+        raise InvalidCredentials()
+    ok, _ = rt.hasher.verify_and_update(current_password, user.password_hash)
+    if not ok:
+        security_event("password_change_failed", user_id=str(user.id))
+        raise InvalidCredentials("The current password is incorrect.")
+    checked = rt.password_policy.check(new_password, username=user.username)
+    new_hash = rt.hasher.hash(checked)
+    with write_transaction():
+        user_store.set_password_hash(user.id, new_hash)
+        count = session_store.revoke(
+            user_id=user.id, except_session_id=context.session_id, reason="password_changed"
+        )
+    security_event("password_changed", user_id=str(user.id), sessions_revoked=count)

@@ -1,0 +1,115 @@
+"""A user's sessions: refresh rotation with reuse detection, logout, listing, revoking one."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from ..errors import NotFound, TokenRevoked
+from ..models import AccessContext, AuthResult, Caller, Client, LogoutScope, Session, utcnow
+from ..observability import security_event
+from ..runtime import runtime
+from ..store import sessions as session_store
+from ..store.database import write_transaction
+from ..tokens.issue import issue_pair
+
+
+def refresh(
+    session_id: uuid.UUID, generation: int, user_id: uuid.UUID, client: Client
+) -> AuthResult:
+    """Rotate the session named by a verified refresh token (DESIGN §3, rotation and reuse).
+
+    Current generation: bump it with one conditional UPDATE (of N concurrent callers exactly one
+    matches). Previous generation within the grace window: re-issue for the current one. Anything
+    else is reuse of a stolen or replayed token: the whole session is revoked.
+
+    The common case is that one statement and nothing else (``store.sessions.rotate``: its
+    conditions are the whole revocation check, and it returns the user's fields for the
+    response). Everything else takes a transaction that reads the session and decides.
+    """
+    rotated = session_store.rotate(
+        session_id, user_id, generation, utcnow(), client.user_agent, client.ip
+    )
+    if rotated is not None:
+        caller = Caller(
+            id=rotated.user_id,
+            username=rotated.username,
+            roles=list(rotated.roles or []),
+            created_at=rotated.user_created_at,
+        )
+        return AuthResult(caller, issue_pair(caller, rotated, fresh=False))
+    return _refresh_not_current(session_id, generation, user_id)
+
+
+def _refresh_not_current(session_id: uuid.UUID, generation: int, user_id: uuid.UUID) -> AuthResult:
+    """The refresh token is not the session's current generation, or the session is dead."""
+    settings = runtime().settings
+    now = utcnow()
+    with write_transaction():
+        found = session_store.with_user_for_update(session_id)
+        if found is None:
+            raise TokenRevoked()
+        session, user = found
+        dead = session.revoked_at is not None or session.expires_at <= now or not user.is_active
+        if dead or session.user_id != user_id:
+            raise TokenRevoked()
+        in_grace = now - session.rotated_at <= timedelta(seconds=settings.refresh_reuse_grace)
+        # The previous generation within the grace window is a concurrent tab or a lost
+        # response: the same generation again, no bump. Anything else is reuse (the generation
+        # only grows, so it cannot have become current since the UPDATE).
+        reuse_detected = not (generation == session.generation - 1 and in_grace)
+        if reuse_detected:
+            session_store.revoke(session_id=session_id, reason="reuse_detected")
+    if reuse_detected:
+        security_event(
+            "refresh_reuse_detected",
+            user_id=str(user.id),
+            session_id=str(session_id),
+            presented_generation=generation,
+            current_generation=session.generation,
+        )
+        raise TokenRevoked("The refresh token was already used; the session has been revoked.")
+    return AuthResult(user, issue_pair(user, session, fresh=False))
+
+
+def logout(context: AccessContext, scope: LogoutScope) -> None:
+    """Revoke this session (``local``), all the user's (``global``) or all but this one."""
+    user_id = context.user.id
+    with write_transaction():
+        if scope == "local":
+            count = session_store.revoke(session_id=context.session_id, reason="logout_local")
+        elif scope == "global":
+            count = session_store.revoke(user_id=user_id, reason="logout_global")
+        else:
+            count = session_store.revoke(
+                user_id=user_id, except_session_id=context.session_id, reason="logout_others"
+            )
+    # The session row, committed above, is the authority; the denylist is a second line.
+    if scope != "others" and context.token_type == "access":  # noqa: S105
+        runtime().denylist.add(context.jti, _deny_until(context.expires_at))
+    security_event("sessions_revoked", user_id=str(user_id), scope=scope, count=count)
+
+
+def _deny_until(expires_at: datetime) -> datetime:
+    # Tokens are accepted up to `leeway` seconds past exp; keep the entry that long too.
+    return expires_at + timedelta(seconds=runtime().settings.leeway)
+
+
+def list_sessions(user_id: uuid.UUID) -> list[Session]:
+    return session_store.live_of_user(user_id)
+
+
+def session_expires_at(session: Session) -> datetime:
+    """When the session dies if left alone: its refresh token's expiry, capped by its max age."""
+    idle_expiry = session.rotated_at + timedelta(seconds=runtime().settings.refresh_token_ttl)
+    return min(idle_expiry, session.expires_at)
+
+
+def revoke_session(user_id: uuid.UUID, session_id: uuid.UUID) -> None:
+    with write_transaction():
+        if not session_store.owned(user_id, session_id):
+            # Someone else's session and a missing one look the same.
+            raise NotFound("No such session.")
+        count = session_store.revoke(session_id=session_id, reason="revoked_by_user")
+    if count:
+        security_event("sessions_revoked", user_id=str(user_id), scope="one", count=count)

@@ -1,0 +1,1 @@
+"""Every SQL statement of the service, one module per table; callers own the transactions."""

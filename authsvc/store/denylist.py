@@ -1,0 +1,80 @@
+"""The access-token denylist, by `jti` (never by the raw token: ECDSA signatures are malleable).
+
+With REDIS_URL the entries live in Redis and expire with the token; otherwise in the
+``revoked_tokens`` table, pruned by ``flask prune``. Both have one interface: a service adds an
+entry after the session's revocation has committed (the session row is the authority, the
+denylist a second line), and the token check asks ``checked_with_session`` whether the entry
+comes back as a column of its one session statement or needs ``contains``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from sqlalchemy import delete, select
+
+from ..extensions import db
+from ..models import RevokedToken, utcnow
+from .database import write_transaction
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+REDIS_PREFIX = "authsvc:denylist:"
+
+
+class Denylist(Protocol):
+    # True: the session statement reads the entry too (store.sessions.PRINCIPAL_AND_DENIED).
+    checked_with_session: bool
+
+    def add(self, jti: str, expires_at: datetime) -> None: ...
+
+    def contains(self, jti: str) -> bool: ...
+
+
+class DatabaseDenylist:
+    """Rows in ``revoked_tokens``, each added in a write transaction of its own."""
+
+    checked_with_session = True
+
+    def add(self, jti: str, expires_at: datetime) -> None:
+        # The dialect's own INSERT (for ON CONFLICT), imported for the dialect in use.
+        if db.session.get_bind().dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        with write_transaction():
+            db.session.execute(
+                insert(RevokedToken)
+                .values(jti=jti, expires_at=expires_at)
+                .on_conflict_do_nothing(index_elements=["jti"])
+            )
+
+    def contains(self, jti: str) -> bool:
+        found = db.session.scalar(select(RevokedToken.expires_at).where(RevokedToken.jti == jti))
+        return found is not None
+
+
+class RedisDenylist:
+    """Keys with a TTL equal to the token's remaining lifetime; they vanish when it expires."""
+
+    checked_with_session = False
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+
+    def add(self, jti: str, expires_at: datetime) -> None:
+        seconds = int((expires_at - utcnow()).total_seconds()) + 1
+        if seconds > 0:
+            self._client.set(REDIS_PREFIX + jti, b"1", ex=seconds)
+
+    def contains(self, jti: str) -> bool:
+        return bool(self._client.exists(REDIS_PREFIX + jti))
+
+
+def delete_expired_rows() -> int:
+    """Delete ``revoked_tokens`` rows whose token has expired (the caller's transaction)."""
+    return db.session.execute(
+        delete(RevokedToken).where(RevokedToken.expires_at <= utcnow())
+    ).rowcount

@@ -1,0 +1,193 @@
+"""Every statement on the ``sessions`` table (a session is one login: the family of refresh
+tokens that rotate from it, named by ``(id, generation)``).
+
+Functions taking no connection run on the request's ORM session, inside the caller's
+transaction (``write_transaction()``); the two hot statements are ``DirectStatement``s.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, delete, exists, insert, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from ..extensions import db
+from ..models import RevokedToken, Session, User, utcnow
+from .database import single_statement
+from .direct import DirectStatement
+
+_PRINCIPAL_COLUMNS = (
+    User.id,
+    User.username,
+    User.roles,
+    User.created_at,
+    User.disabled_at,
+    Session.revoked_at,
+    Session.expires_at,
+)
+_SELECT_PRINCIPAL = (
+    select(*_PRINCIPAL_COLUMNS)
+    .join_from(Session, User, Session.user_id == User.id)
+    .where(Session.id == bindparam("sid", type_=Session.id.type))
+)
+# The token check: the session named by `sid` and its user, in one read outside any transaction.
+PRINCIPAL = DirectStatement(_SELECT_PRINCIPAL)
+# The same, with the database denylist's entry for `jti` riding along as the column `denied`.
+PRINCIPAL_AND_DENIED = DirectStatement(
+    _SELECT_PRINCIPAL.add_columns(
+        exists().where(RevokedToken.jti == bindparam("jti")).label("denied")
+    )
+)
+
+
+def principal_row(sid: uuid.UUID, jti: str, *, with_denied: bool) -> Any:
+    """The token check's row (None: no such session); ``with_denied`` adds ``denied``."""
+    statement = PRINCIPAL_AND_DENIED if with_denied else PRINCIPAL
+    return statement.first({"sid": sid, "jti": jti})
+
+
+def _user_column(column: Any) -> Any:
+    # RETURNING may name only the updated table on SQLite: the user's fields come by subquery.
+    return select(column).where(User.id == Session.user_id).scalar_subquery()
+
+
+# The rotation of a refresh token's current generation. Its conditions are the whole revocation
+# check (session live, still this user's, user active), and it returns the user's fields for the
+# response. Built once: constructing the statement cost more than running it.
+ROTATE = DirectStatement(
+    update(Session)
+    .where(
+        Session.id == bindparam("session_id"),
+        Session.user_id == bindparam("owner_id"),
+        Session.generation == bindparam("generation"),
+        Session.revoked_at.is_(None),
+        Session.expires_at > bindparam("now"),
+        exists().where(User.id == Session.user_id, User.disabled_at.is_(None)),
+    )
+    .values(
+        generation=bindparam("next_generation"),
+        rotated_at=bindparam("now"),
+        last_used_at=bindparam("now"),
+        user_agent=bindparam("user_agent"),
+        ip=bindparam("ip"),
+    )
+    .returning(
+        Session.id,
+        Session.generation,
+        Session.expires_at,
+        Session.user_id,
+        _user_column(User.username).label("username"),
+        _user_column(User.roles).label("roles"),
+        _user_column(User.created_at).label("user_created_at"),
+    )
+)
+
+
+def rotate(
+    session_id: uuid.UUID,
+    owner_id: uuid.UUID,
+    generation: int,
+    now: datetime,
+    user_agent: str | None,
+    ip: str | None,
+) -> Any:
+    """Bump a live session from ``generation`` to the next, in one statement; the session and
+    user row, or None if it did not match (not current, dead, or not this user's)."""
+    return ROTATE.first(
+        {
+            "session_id": session_id,
+            "owner_id": owner_id,
+            "generation": generation,
+            "next_generation": generation + 1,
+            "now": now,
+            "user_agent": user_agent,
+            "ip": ip,
+        },
+        writes=True,
+    )
+
+
+_INSERT = insert(Session)
+
+
+def insert_now(values: dict[str, Any]) -> None:
+    """Insert a session in one autocommit statement (no transaction of the caller's)."""
+    with single_statement(writes=True) as connection:
+        connection.execute(_INSERT, values)
+
+
+def insert_in_transaction(values: dict[str, Any]) -> None:
+    db.session.execute(_INSERT, values)
+
+
+def add(session: Session) -> None:
+    db.session.add(session)
+
+
+def with_user_for_update(session_id: uuid.UUID) -> tuple[Session, User] | None:
+    """The session and its user as they are now (not as the ORM remembers them)."""
+    row = db.session.execute(
+        select(Session, User)
+        .join(User)
+        .where(Session.id == session_id)
+        .execution_options(populate_existing=True)
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+def revoke(
+    *,
+    reason: str,
+    session_id: uuid.UUID | None = None,
+    user_id: uuid.UUID | None = None,
+    except_session_id: uuid.UUID | None = None,
+) -> int:
+    """Revoke the live sessions that match every filter given; how many."""
+    where: list[ColumnElement[bool]] = [Session.revoked_at.is_(None)]
+    if session_id is not None:
+        where.append(Session.id == session_id)
+    if user_id is not None:
+        where.append(Session.user_id == user_id)
+    if except_session_id is not None:
+        where.append(Session.id != except_session_id)
+    if len(where) == 1:
+        raise ValueError("revoke() needs a session or a user")
+    result = db.session.execute(
+        update(Session)
+        .where(*where)
+        .values(revoked_at=utcnow(), revoked_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
+
+
+def owned(user_id: uuid.UUID, session_id: uuid.UUID) -> bool:
+    found = db.session.scalar(
+        select(Session.id).where(Session.id == session_id, Session.user_id == user_id)
+    )
+    return found is not None
+
+
+def live_of_user(user_id: uuid.UUID) -> list[Session]:
+    """The user's sessions that are neither revoked nor expired, newest first."""
+    now = utcnow()
+    return list(
+        db.session.scalars(
+            select(Session)
+            .where(
+                Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now
+            )
+            .order_by(Session.created_at.desc())
+        )
+    )
+
+
+def delete_dead(revoked_before: datetime) -> int:
+    """Delete expired sessions and those revoked before ``revoked_before``; how many."""
+    now = utcnow()
+    return db.session.execute(
+        delete(Session).where(or_(Session.expires_at <= now, Session.revoked_at <= revoked_before))
+    ).rowcount

@@ -1,0 +1,72 @@
+"""Signing a token pair for a session (DESIGN §3).
+
+Access token (RFC 9068): header ``typ: at+jwt`` and ``kid``; claims iss, aud, sub, iat, nbf, exp,
+jti, sid, roles, type=access, fresh. Refresh token: the same keys, ``type: refresh``, ``sid`` and
+the session generation ``gen``, and ``aud`` = the issuer, so no downstream service that checks
+``aud`` or ``typ`` can take it for an access token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import timedelta
+from typing import Any
+
+from flask_jwt_extended import create_access_token, create_refresh_token
+
+from ..models import SessionLike, TokenPair, UserLike, utcnow
+from ..runtime import runtime
+from ..security.keys import LoadedKey
+
+ACCESS_TYP = "at+jwt"
+REFRESH_TYP = "JWT"
+
+# The key issue_pair chose, for flask-jwt-extended's encode_key_loader (``signing_key``): the
+# loader is only given the identity, and the key must be the one whose kid the header names even
+# if another thread rotates the key ring's cache meanwhile. Set and reset around the two
+# create_* calls, within this module only.
+_signing = ContextVar[LoadedKey]("authsvc_signing_key")
+
+
+@contextmanager
+def _signing_with(key: LoadedKey) -> Iterator[None]:
+    reset = _signing.set(key)
+    try:
+        yield
+    finally:
+        _signing.reset(reset)
+
+
+def signing_key(_identity: Any) -> Any:
+    """flask-jwt-extended's encode_key_loader: the private key issue_pair is signing with."""
+    return _signing.get().private_key
+
+
+def issue_pair(user: UserLike, session: SessionLike, *, fresh: bool) -> TokenPair:
+    """Sign an access token and a refresh token for ``session`` at its current generation."""
+    rt = runtime()
+    settings = rt.settings
+    key = rt.keyring.signing_key()
+    identity = str(user.id)
+    sid = str(session.id)
+    now = utcnow()
+    refresh_expires_at = min(
+        now + timedelta(seconds=settings.refresh_token_ttl), session.expires_at
+    )
+    with _signing_with(key):
+        access = create_access_token(
+            identity=identity,
+            fresh=fresh,
+            expires_delta=timedelta(seconds=settings.access_token_ttl),
+            additional_claims={"sid": sid, "roles": list(user.roles or [])},
+            additional_headers={"kid": key.kid, "typ": ACCESS_TYP},
+        )
+        refresh = create_refresh_token(
+            identity=identity,
+            expires_delta=refresh_expires_at - now,
+            additional_claims={"sid": sid, "gen": session.generation, "aud": settings.issuer},
+            additional_headers={"kid": key.kid, "typ": REFRESH_TYP},
+        )
+    return TokenPair(access, refresh, settings.access_token_ttl, refresh_expires_at)

@@ -1,0 +1,142 @@
+"""Verifying our tokens: their exact shape, the key their ``kid`` names, and their session.
+
+flask-jwt-extended (through ``authsvc.tokens.flask``) does the signature and the registered
+claims with PyJWT; this module supplies the key (``verification_key``), refuses anything that is
+not exactly one of our tokens before the signature is even checked (``check_token_shape``), and
+answers whether a verified token's session still lets it in (``principal``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask_jwt_extended import decode_token
+from flask_jwt_extended.exceptions import JWTExtendedException
+from jwt.exceptions import InvalidAlgorithmError, InvalidTokenError, PyJWTError
+
+from ..errors import TokenRevoked
+from ..models import Caller, Principal, utcnow
+from ..runtime import runtime
+from ..security.keys import PublicKey
+from ..store import sessions as session_store
+from .issue import ACCESS_TYP, REFRESH_TYP
+
+_REQUIRED_CLAIMS = ("iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "type")
+
+
+def check_token_shape(header: dict[str, Any], claims: dict[str, Any]) -> None:
+    """Reject, before the signature is checked, anything that is not exactly one of our tokens.
+
+    Runs on unverified data, so it can only refuse more, never accept more: the signature, exp,
+    nbf, iat, iss and aud are then verified by PyJWT.
+    """
+    settings = runtime().settings
+    missing = [claim for claim in _REQUIRED_CLAIMS if claim not in claims]
+    if missing:
+        raise InvalidTokenError("missing claims")
+    if not isinstance(claims["sub"], str) or not isinstance(claims["jti"], str):
+        raise InvalidTokenError("bad sub or jti")
+    # PyJWT would accept numeric strings here; our tokens only ever carry integers.
+    if any(type(claims[claim]) is not int for claim in ("iat", "nbf", "exp")):
+        raise InvalidTokenError("bad time claim")
+    try:
+        uuid.UUID(str(claims["sid"]))
+    except ValueError:
+        raise InvalidTokenError("bad sid") from None
+    audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+    if not all(isinstance(audience, str) for audience in audiences):
+        raise InvalidTokenError("bad audience")
+    if claims["type"] == "access":
+        if header.get("typ") != ACCESS_TYP:
+            raise InvalidTokenError("wrong typ")
+        roles = claims.get("roles")
+        if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+            raise InvalidTokenError("bad roles")
+        if settings.issuer in audiences or not set(audiences) & set(settings.audience):
+            raise InvalidTokenError("wrong audience")
+    elif claims["type"] == "refresh":
+        if header.get("typ") != REFRESH_TYP:
+            raise InvalidTokenError("wrong typ")
+        if audiences != [settings.issuer] or type(claims.get("gen")) is not int:
+            raise InvalidTokenError("wrong audience or generation")
+    else:
+        raise InvalidTokenError("unknown token type")
+
+
+def verification_key(header: dict[str, Any], claims: dict[str, Any]) -> PublicKey:
+    """flask-jwt-extended's decode_key_loader: the key named by ``kid``, algorithm pinned to it.
+
+    ``jku``, ``x5u``, ``jwk`` and ``x5c`` headers are never read: keys come from our table only.
+    """
+    check_token_shape(header, claims)
+    kid = header.get("kid")
+    if not isinstance(kid, str):
+        raise InvalidTokenError("no kid")
+    key = runtime().keyring.verification_key(kid)
+    if key is None:
+        raise InvalidTokenError("unknown kid")
+    if header.get("alg") != key.alg:
+        raise InvalidAlgorithmError("algorithm does not match the key")
+    return key.public_key
+
+
+def principal(claims: dict[str, Any]) -> Principal | None:
+    """Who a verified token names and whether its session still lets it in (DESIGN §3
+    Revocation: session row, user, and the denylist by ``jti`` for access tokens).
+
+    One read statement outside any transaction; with the denylist in Redis, one EXISTS after it.
+    None when the session does not exist. Store errors propagate: fail closed (503).
+    """
+    denylist = runtime().denylist
+    row = session_store.principal_row(
+        uuid.UUID(claims["sid"]), claims["jti"], with_denied=denylist.checked_with_session
+    )
+    if row is None:
+        return None
+    live = (
+        row.revoked_at is None
+        and row.expires_at > utcnow()
+        and row.disabled_at is None
+        and str(row.id) == claims["sub"]
+    )
+    if live and claims["type"] == "access":
+        denied = row.denied if denylist.checked_with_session else denylist.contains(claims["jti"])
+        live = not denied
+    caller = Caller(
+        id=row.id, username=row.username, roles=list(row.roles or []), created_at=row.created_at
+    )
+    return Principal(caller=caller, live=live)
+
+
+def live_caller(claims: dict[str, Any]) -> Caller:
+    """The user of a verified token whose session is live; TokenRevoked (401) otherwise."""
+    found = principal(claims)
+    if found is None or not found.live:
+        raise TokenRevoked()
+    return found.caller
+
+
+def is_revoked(_header: dict[str, Any], claims: dict[str, Any]) -> bool:
+    """flask-jwt-extended's token_in_blocklist_loader: the safety net for any view that uses a
+    plain ``@jwt_required()`` instead of ``authsvc.tokens.flask.authenticated``."""
+    found = principal(claims)
+    return found is None or not found.live
+
+
+def introspect(token: str) -> tuple[dict[str, Any], Caller] | None:
+    """The claims and user of a live access token, or None (RFC 7662 ``active: false``).
+
+    The same checks as a request to this service: signature, claims, session, denylist.
+    Refresh tokens are never active here. Store errors propagate: fail closed (503).
+    """
+    try:
+        claims = decode_token(token)
+    except (PyJWTError, JWTExtendedException):
+        return None
+    if claims.get("type") != "access":
+        return None
+    found = principal(claims)
+    if found is None or not found.live:
+        return None
+    return claims, found.caller

@@ -1,0 +1,163 @@
+"""JWKS, discovery, health, readiness, metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+import jwt
+import pytest
+
+from tests.support.helpers import assert_problem, bearer, signup
+from tests.support.settings import ISSUER
+
+PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k", "oth"}
+
+
+def test_jwks_publishes_public_keys_only(client):
+    signup(client)  # makes sure a key exists
+    response = client.get("/.well-known/jwks.json")
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "public, max-age=300"
+    keys = response.get_json()["keys"]
+    assert len(keys) == 1
+    key = keys[0]
+    assert not PRIVATE_MEMBERS & set(key)
+    assert set(key) <= {"kty", "crv", "x", "y", "n", "e", "kid", "use", "alg"}
+    assert key["kty"] == "EC" and key["crv"] == "P-256" and key["alg"] == "ES256"
+    assert key["use"] == "sig"
+
+
+def test_jwks_max_age_is_configurable(make_app):
+    client = make_app(AUTHSVC_JWKS_MAX_AGE="60").test_client()
+    assert client.get("/.well-known/jwks.json").headers["Cache-Control"] == "public, max-age=60"
+
+
+def test_discovery_document_names_the_issuer_and_jwks(client):
+    response = client.get("/.well-known/openid-configuration")
+    assert response.status_code == 200
+    doc = response.get_json()
+    assert doc["issuer"] == ISSUER
+    assert doc["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
+    assert doc["id_token_signing_alg_values_supported"] == ["ES256"]
+    assert doc["access_token_audience"] == ["authsvc"]
+    assert doc["access_token_lifetime"] == 900
+    assert doc["refresh_token_lifetime"] == 2_592_000
+    assert doc["login_endpoint"] == f"{ISSUER}/login"
+
+
+@pytest.mark.parametrize("alg", ["ES256", "RS256", "EdDSA"])
+def test_access_token_verifies_from_discovery_alone(make_app, alg):
+    """What a downstream service does: discovery -> JWKS -> verify with typ, iss, aud, exp."""
+    client = make_app(AUTHSVC_SIGNING_ALG=alg).test_client()
+    token = signup(client)["access_token"]
+    doc = client.get("/.well-known/openid-configuration").get_json()
+    jwks_path = doc["jwks_uri"].removeprefix(doc["issuer"])
+    jwk_set = jwt.PyJWKSet.from_dict(client.get(jwks_path).get_json())
+    header = jwt.get_unverified_header(token)
+    assert header["typ"] == "at+jwt"
+    assert header["alg"] == alg
+    key = next(k for k in jwk_set.keys if k.key_id == header["kid"])
+    claims = jwt.decode(
+        token,
+        key,
+        algorithms=doc["id_token_signing_alg_values_supported"],
+        audience=doc["access_token_audience"],
+        issuer=doc["issuer"],
+        options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]},
+    )
+    assert claims["type"] == "access"
+    assert isinstance(claims["sub"], str)
+
+
+def test_refresh_token_fails_a_downstream_audience_check(client):
+    tokens = signup(client)
+    jwk_set = jwt.PyJWKSet.from_dict(client.get("/.well-known/jwks.json").get_json())
+    with pytest.raises(jwt.InvalidAudienceError):
+        jwt.decode(
+            tokens["refresh_token"],
+            jwk_set.keys[0],
+            algorithms=["ES256"],
+            audience="authsvc",
+            issuer=ISSUER,
+        )
+    assert jwt.get_unverified_header(tokens["refresh_token"])["typ"] != "at+jwt"
+
+
+def test_healthz(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "ok"
+
+
+def test_readyz_checks_database_and_keys(client, backend):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    checks = response.get_json()["checks"]
+    assert checks["database"] == "ok" and checks["keys"] == "ok"
+    assert ("redis" in checks) == (backend == "postgres")
+
+
+def test_readyz_is_503_when_the_database_is_unreachable(make_app, tmp_path):
+    app = make_app(DATABASE_URL=f"sqlite:///{tmp_path}/missing-dir/nope.db")
+    response = app.test_client().get("/readyz")
+    body = assert_problem(response, 503, "unavailable")
+    assert body["checks"]["database"] == "unavailable"
+    assert response.headers["Retry-After"].isdigit()
+
+
+def test_readyz_is_503_when_redis_is_unreachable(make_app):
+    app = make_app(REDIS_URL="redis://127.0.0.1:1/0")
+    response = app.test_client().get("/readyz")
+    body = assert_problem(response, 503, "unavailable")
+    assert body["checks"]["redis"] == "unavailable"
+
+
+def test_revocation_check_fails_closed_when_redis_is_unreachable(make_app):
+    """REDIS_URL set, Redis down: a valid token is refused (503), never accepted unchecked."""
+    healthy = make_app()
+    tokens = signup(healthy.test_client())
+    broken = make_app(REDIS_URL="redis://127.0.0.1:1/0")
+    response = broken.test_client().get("/me", headers=bearer(tokens["access_token"]))
+    assert_problem(response, 503, "unavailable")
+    assert response.headers["Retry-After"].isdigit()
+
+
+def test_metrics_count_requests(client):
+    client.get("/healthz")
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    text = response.get_data(as_text=True)
+    assert 'authsvc_http_requests_total{endpoint="/healthz",method="GET",status="200"}' in text
+
+
+def test_request_id_is_honoured_and_returned(client):
+    response = client.get("/healthz", headers={"X-Request-Id": "abc-123"})
+    assert response.headers["X-Request-Id"] == "abc-123"
+    generated = client.get("/healthz", headers={"X-Request-Id": "bad id <script>"}).headers[
+        "X-Request-Id"
+    ]
+    assert generated and generated != "bad id <script>"
+
+
+def test_openapi_document_is_generated_from_the_models(client):
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    doc = response.get_json()
+    assert doc["openapi"].startswith("3.1")
+    paths = doc["paths"]
+    for path, method in [
+        ("/signup", "post"),
+        ("/login", "post"),
+        ("/refresh", "post"),
+        ("/logout", "post"),
+        ("/me", "get"),
+        ("/password", "post"),
+        ("/sessions", "get"),
+        ("/sessions/{session_id}", "delete"),
+        ("/.well-known/jwks.json", "get"),
+        ("/.well-known/openid-configuration", "get"),
+    ]:
+        assert method in paths[path], path
+    signup_body = paths["/signup"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    schema = doc["components"]["schemas"][signup_body["$ref"].rsplit("/", 1)[-1]]
+    assert set(schema["properties"]) == {"username", "password"}
+    assert schema.get("additionalProperties") is False
+    assert paths["/me"]["get"]["security"] == [{"bearer": []}]

@@ -1,0 +1,147 @@
+"""End to end under real gunicorn, with the command lines `make run` and the deployment use.
+
+The downstream check is what the README tells other services to do: from the issuer URL alone,
+read the discovery document, fetch keys with PyJWT's PyJWKClient, verify typ, iss, aud and exp.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import psycopg
+import pytest
+import requests
+
+from tests.support.helpers import PASSWORD
+from tests.support.servers import authsvc_gunicorn, free_port
+from tests.support.settings import TABLES, TEST_SECRET
+
+pytestmark = pytest.mark.slow
+
+
+class Server:
+    def __init__(self, base_url: str, log_path: Path) -> None:
+        self.base_url = base_url
+        self.log_path = log_path
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def logs(self) -> str:
+        return self.log_path.read_text()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
+def server(request, tmp_path) -> Iterator[Server]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "AUTHSVC_ISSUER": f"http://127.0.0.1:{port}",
+        "AUTHSVC_ARGON2_MEMORY_KIB": "1024",
+        "AUTHSVC_ARGON2_TIME_COST": "1",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    (tmp_path / "metrics").mkdir()
+    if request.param == "sqlite":
+        # The embedded default: development, SQLite, no Redis, one process.
+        env.update(AUTHSVC_ENV="development", DATABASE_URL=f"sqlite:///{tmp_path}/authsvc.db")
+        env.pop("REDIS_URL", None)
+    else:
+        database = request.getfixturevalue("postgres_url")
+        env.update(
+            AUTHSVC_ENV="production",
+            AUTHSVC_SECRET_KEY=TEST_SECRET,
+            DATABASE_URL=database,
+            REDIS_URL=request.getfixturevalue("redis_url"),
+            WEB_CONCURRENCY="2",
+        )
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+    log_path = tmp_path / "gunicorn.log"
+    with authsvc_gunicorn(env, port, log_path) as base_url:
+        yield Server(base_url, log_path)
+
+
+def downstream_verify(issuer: str, token: str) -> dict:
+    """A downstream service's whole configuration is `issuer`."""
+    discovery = requests.get(f"{issuer}/.well-known/openid-configuration", timeout=5).json()
+    assert discovery["issuer"] == issuer
+    header = jwt.get_unverified_header(token)
+    if header.get("typ") != "at+jwt":
+        raise jwt.InvalidTokenError("not an access token")
+    signing_key = jwt.PyJWKClient(discovery["jwks_uri"]).get_signing_key_from_jwt(token)
+    return jwt.decode(
+        token,
+        signing_key,
+        algorithms=discovery["id_token_signing_alg_values_supported"],
+        audience=discovery["access_token_audience"],
+        issuer=issuer,
+        options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]},
+    )
+
+
+def healthz_count(server: Server) -> float:
+    metrics = requests.get(server.url("/metrics"), timeout=5).text
+    series = 'authsvc_http_requests_total{endpoint="/healthz",method="GET",status="200"}'
+    rows = [row for row in metrics.splitlines() if row.startswith(series + " ")]
+    assert len(rows) == 1, metrics[:2000]
+    return float(rows[0].split()[-1])
+
+
+def test_full_flow_and_downstream_verification(server: Server):
+    credentials = {"username": "e2e@example.com", "password": PASSWORD}
+    response = requests.post(server.url("/signup"), json=credentials, timeout=10)
+    assert response.status_code == 201, response.text
+    tokens = response.json()
+
+    claims = downstream_verify(server.base_url, tokens["access_token"])
+    assert claims["sub"] == tokens["user"]["id"]
+    with pytest.raises(jwt.InvalidTokenError):
+        downstream_verify(server.base_url, tokens["refresh_token"])
+
+    auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert (
+        requests.get(server.url("/me"), headers=auth, timeout=5).json()["username"]
+        == "e2e@example.com"
+    )
+
+    login = requests.post(server.url("/login"), json=credentials, timeout=10)
+    assert login.status_code == 200
+    rotated = requests.post(
+        server.url("/refresh"),
+        headers={"Authorization": f"Bearer {login.json()['refresh_token']}"},
+        timeout=5,
+    )
+    assert rotated.status_code == 200
+    new_auth = {"Authorization": f"Bearer {rotated.json()['access_token']}"}
+
+    # Several requests so both workers (PostgreSQL run) see the logout.
+    assert requests.post(server.url("/logout"), headers=auth, timeout=5).status_code == 204
+    for _ in range(6):
+        denied = requests.get(server.url("/me"), headers=auth, timeout=5)
+        assert denied.status_code == 401
+        assert denied.json()["code"] == "token_revoked"
+        assert requests.get(server.url("/me"), headers=new_auth, timeout=5).status_code == 200
+
+    ready = requests.get(server.url("/readyz"), timeout=5)
+    assert ready.status_code == 200, ready.text
+
+    # Metrics are summed over every worker (multiprocess mode): 40 requests spread over the
+    # workers show up as exactly 40 more, whichever worker answers /metrics.
+    before = healthz_count(server)
+    for _ in range(40):
+        requests.get(server.url("/healthz"), timeout=5)
+    assert {healthz_count(server) - before for _ in range(4)} == {40}
+
+    logs = server.logs()
+    assert '"event": "request"' in logs and '"event": "signup"' in logs
+    for secret in (
+        PASSWORD,
+        tokens["access_token"],
+        tokens["refresh_token"],
+        rotated.json()["refresh_token"],
+    ):
+        assert secret not in logs

@@ -1,0 +1,589 @@
+"""Fault injection under real gunicorn, on throwaway PostgreSQL and Redis servers (DESIGN §2, §3).
+
+Each test starts its own authsvc (tests.support.servers.authsvc_gunicorn) against a private
+PostgreSQL cluster and a private redis-server on free ports (tests.support.throwaway), then stops,
+kills or freezes them. The shared servers on 5432 and 6379 are never touched. Every client call
+and every wait is bounded; every server is stopped in a finally block.
+
+1. PostgreSQL stopped: writes and token checks (/me, /introspect) answer 503 `unavailable` with
+   Retry-After, fast, never 200; /readyz 503, /healthz 200; JWKS and discovery keep answering from
+   the key cache; after the restart everything recovers without restarting gunicorn, and a
+   restart nobody noticed costs no request.
+2. Redis stopped or frozen: access-token checks fail closed (503, never 200), then recover; with
+   throttling on, the throttled endpoints answer 503 rather than going unthrottled.
+3. A worker SIGKILLed in the middle of /refresh, before and after the rotation commits: the
+   client's retry within the grace window succeeds and there is only ever one live generation.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import jwt
+import psycopg
+import pytest
+import requests
+
+from tests.support.helpers import PASSWORD
+from tests.support.servers import authsvc_gunicorn, free_port
+from tests.support.settings import FAST_ARGON2, TEST_SECRET, unavailable
+from tests.support.throwaway import (
+    ThrowawayPostgres,
+    ThrowawayRedis,
+    command_line,
+    find_postgres_bindir,
+    find_redis_server,
+    parent_pid,
+    pid_of_connection,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+# A client gives up after this long; an outage must be answered well before it.
+CLIENT_TIMEOUT = 15.0
+PROMPT = 5.0
+RECOVERY = 30.0
+INTROSPECTION_ID, INTROSPECTION_SECRET = "resource-server", "introspection-secret-0123456789"
+# Inherited variables that would point the service elsewhere or change its shape.
+_DROP_PREFIXES = ("AUTHSVC_", "GUNICORN_")
+_DROP = {"DATABASE_URL", "REDIS_URL", "WEB_CONCURRENCY", "PORT", "PROMETHEUS_MULTIPROC_DIR"}
+
+
+# -- throwaway servers ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pg_cluster() -> Iterator[ThrowawayPostgres]:
+    bindir = find_postgres_bindir()
+    if bindir is None:
+        unavailable("initdb/pg_ctl not found (PATH, /usr/lib/postgresql/*/bin)")
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            unavailable("running as root and there is no `postgres` OS user to run initdb as")
+    cluster = ThrowawayPostgres(bindir)
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def redis_process() -> Iterator[ThrowawayRedis]:
+    executable = find_redis_server()
+    if executable is None:
+        unavailable("redis-server not found on PATH")
+    server = ThrowawayRedis(executable)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def pg(pg_cluster: ThrowawayPostgres) -> ThrowawayPostgres:
+    """The module's cluster, running (an earlier test may have failed with it stopped)."""
+    pg_cluster.ensure_running()
+    return pg_cluster
+
+
+@pytest.fixture
+def redis_server(redis_process: ThrowawayRedis) -> ThrowawayRedis:
+    redis_process.ensure_running()
+    return redis_process
+
+
+# -- the service under gunicorn --------------------------------------------------------------
+
+
+class Service:
+    def __init__(self, base_url: str, log_path: Path) -> None:
+        self.base_url = base_url
+        self.log_path = log_path
+
+    def call(self, method: str, path: str, **kwargs) -> tuple[requests.Response, float]:
+        """One bounded request; the response and how long it took."""
+        start = time.monotonic()
+        try:
+            response = requests.request(
+                method, self.base_url + path, timeout=CLIENT_TIMEOUT, **kwargs
+            )
+        except requests.Timeout:
+            pytest.fail(f"{method} {path} hung for {CLIENT_TIMEOUT} s (no answer)")
+        return response, time.monotonic() - start
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return self.call("GET", path, **kwargs)[0]
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return self.call("POST", path, **kwargs)[0]
+
+    def worker_boots(self) -> int:
+        """How many workers gunicorn has started so far (a restart or respawn adds one)."""
+        return self.log_path.read_text().count("Booting worker")
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text()[-3000:]
+
+
+@contextmanager
+def authsvc(
+    tmp_path: Path, database_url: str, redis_url: str, **overrides: str
+) -> Iterator[Service]:
+    port = free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(_DROP_PREFIXES) and key not in _DROP
+    }
+    metrics = tmp_path / "metrics"
+    metrics.mkdir(exist_ok=True)
+    env.update(
+        AUTHSVC_ENV="production",
+        AUTHSVC_SECRET_KEY=TEST_SECRET,
+        AUTHSVC_ISSUER=f"http://127.0.0.1:{port}",
+        AUTHSVC_RATELIMIT_ENABLED="false",
+        AUTHSVC_INTROSPECTION_CLIENTS=f"{INTROSPECTION_ID}:{INTROSPECTION_SECRET}",
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        PROMETHEUS_MULTIPROC_DIR=str(metrics),
+        GUNICORN_GRACEFUL_TIMEOUT="5",
+        WEB_CONCURRENCY="2",
+        **FAST_ARGON2,
+    )
+    env.update(overrides)
+    log_path = tmp_path / "gunicorn.log"
+    with authsvc_gunicorn(env, port, log_path) as base_url:
+        yield Service(base_url, log_path)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def credentials(username: str) -> dict[str, str]:
+    return {"username": username, "password": PASSWORD}
+
+
+def signup(service: Service, username: str) -> dict:
+    response = service.post("/signup", json=credentials(username))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def introspect(service: Service, token: str) -> tuple[requests.Response, float]:
+    return service.call(
+        "POST", "/introspect", data={"token": token}, auth=(INTROSPECTION_ID, INTROSPECTION_SECRET)
+    )
+
+
+def claims(token: str) -> dict:
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def assert_unavailable(response: requests.Response, elapsed: float, what: str) -> None:
+    """503 problem+json `unavailable` with a numeric Retry-After, answered promptly."""
+    assert response.status_code == 503, f"{what}: {response.status_code} {response.text}"
+    assert response.headers["Content-Type"].startswith("application/problem+json"), what
+    body = response.json()
+    assert (body["status"], body["code"]) == (503, "unavailable"), f"{what}: {body}"
+    assert response.headers.get("Retry-After", "").isdigit(), f"{what}: {response.headers}"
+    assert elapsed < PROMPT, f"{what} took {elapsed:.1f} s to answer 503"
+
+
+def poll_until_ok(service: Service, method: str, path: str, **kwargs) -> requests.Response:
+    """Repeat a request until 200; meanwhile only 503 is acceptable. Bounded by RECOVERY."""
+    seen: list[int] = []
+
+    def attempt() -> requests.Response | None:
+        try:
+            response = service.call(method, path, **kwargs)[0]
+        except requests.ConnectionError:
+            seen.append(0)
+            return None
+        seen.append(response.status_code)
+        assert response.status_code in (200, 503), f"{method} {path}: {response.text}"
+        return response if response.status_code == 200 else None
+
+    try:
+        return wait_for(attempt, RECOVERY, f"{method} {path} to answer 200", interval=0.25)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; statuses seen: {seen}\n{service.log_tail()}") from None
+
+
+# -- 1. PostgreSQL down ----------------------------------------------------------------------
+
+
+def test_database_down_answers_503_promptly_and_recovers_without_restart(
+    pg: ThrowawayPostgres, redis_server: ThrowawayRedis, tmp_path: Path
+):
+    database = pg.create_database()
+    with authsvc(tmp_path, database, redis_server.url) as service:
+        tokens = signup(service, "alice@example.com")
+        access, refresh = bearer(tokens["access_token"]), bearer(tokens["refresh_token"])
+        boots = service.worker_boots()
+
+        pg.stop()  # fast shutdown: every pooled connection is cut
+        try:
+            alice, bob = credentials("alice@example.com"), credentials("bob@example.com")
+            outage = [
+                ("POST /login", service.call("POST", "/login", json=alice)),
+                ("POST /signup", service.call("POST", "/signup", json=bob)),
+                ("POST /refresh", service.call("POST", "/refresh", headers=refresh)),
+                # Fail closed: the session cannot be checked, so the access token is not accepted.
+                ("GET /me", service.call("GET", "/me", headers=access)),
+                ("POST /introspect", introspect(service, tokens["access_token"])),
+                ("GET /readyz", service.call("GET", "/readyz")),
+            ]
+            for what, (response, elapsed) in outage:
+                assert_unavailable(response, elapsed, what)
+            ready = outage[-1][1][0].json()
+            assert ready["checks"]["database"] == "unavailable", ready
+            assert service.get("/healthz").status_code == 200
+        finally:
+            pg.start()
+
+        login = poll_until_ok(service, "POST", "/login", json=credentials("alice@example.com"))
+        assert login.json()["user"]["username"] == "alice@example.com"
+        ready = service.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["database"] == "ok"
+        # The refresh that failed during the outage did not rotate: the token is still current.
+        rotated = service.post("/refresh", headers=refresh)
+        assert rotated.status_code == 200, rotated.text
+        for _ in range(4):  # both workers, each on new connections
+            me = service.get("/me", headers=bearer(rotated.json()["access_token"]))
+            assert me.status_code == 200, me.text
+        assert service.post("/signup", json=credentials("bob@example.com")).status_code == 201
+        assert service.worker_boots() == boots, "a worker was restarted:\n" + service.log_tail()
+
+
+def test_database_down_access_token_never_accepted(
+    pg: ThrowawayPostgres, redis_server: ThrowawayRedis, tmp_path: Path
+):
+    """Scenario 4: with PostgreSQL stopped, however often and on whichever worker, never a 200."""
+    database = pg.create_database()
+    with authsvc(tmp_path, database, redis_server.url) as service:
+        tokens = signup(service, "carol@example.com")
+        assert service.get("/me", headers=bearer(tokens["access_token"])).status_code == 200
+        pg.stop()
+        try:
+            for attempt in range(8):
+                response, elapsed = service.call(
+                    "GET", "/me", headers=bearer(tokens["access_token"])
+                )
+                assert_unavailable(response, elapsed, f"GET /me #{attempt}")
+                response, elapsed = introspect(service, tokens["access_token"])
+                assert_unavailable(response, elapsed, f"POST /introspect #{attempt}")
+        finally:
+            pg.start()
+
+
+def test_database_down_jwks_and_discovery_served_from_key_cache(
+    pg: ThrowawayPostgres, redis_server: ThrowawayRedis, tmp_path: Path
+):
+    database = pg.create_database()
+    # One worker, so the cache warmed below is the one asked during the outage. A max-age of 8 s
+    # makes the in-process cache go stale after 2 s; the outage is checked inside max-age.
+    with authsvc(
+        tmp_path, database, redis_server.url, WEB_CONCURRENCY="1", AUTHSVC_JWKS_MAX_AGE="8"
+    ) as service:
+        jwks = service.get("/.well-known/jwks.json")
+        assert jwks.status_code == 200, jwks.text
+        discovery = service.get("/.well-known/openid-configuration")
+        assert discovery.status_code == 200, discovery.text
+        warmed = time.monotonic()
+        pg.stop()
+        try:
+            time.sleep(max(0.0, warmed + 2.5 - time.monotonic()))  # the cache is now stale
+            during, elapsed = service.call("GET", "/.well-known/jwks.json")
+            assert during.status_code == 200, f"JWKS: {during.status_code} {during.text}"
+            assert elapsed < PROMPT
+            assert during.json() == jwks.json()
+            assert during.headers["Cache-Control"].startswith("public, max-age=")
+            doc, elapsed = service.call("GET", "/.well-known/openid-configuration")
+            assert doc.status_code == 200, f"discovery: {doc.status_code} {doc.text}"
+            assert elapsed < PROMPT
+            assert doc.json()["issuer"] == discovery.json()["issuer"]
+            assert doc.json()["jwks_uri"] == discovery.json()["jwks_uri"]
+            ready, _ = service.call("GET", "/readyz")
+            assert ready.status_code == 503
+        finally:
+            pg.start()
+
+
+def test_database_restarted_while_idle_next_request_succeeds(
+    pg: ThrowawayPostgres, redis_server: ThrowawayRedis, tmp_path: Path
+):
+    """A restart (or failover) nobody noticed: the next request must not fail."""
+    database = pg.create_database()
+    with authsvc(tmp_path, database, redis_server.url, WEB_CONCURRENCY="1") as service:
+        signup(service, "ivy@example.com")  # the worker's pool now holds a connection
+        pg.stop()
+        pg.start()  # no request in between: nothing has told the pool
+        login, elapsed = service.call("POST", "/login", json=credentials("ivy@example.com"))
+        assert login.status_code == 200, f"first request after the restart: {login.text}"
+        assert elapsed < PROMPT
+        ready = service.get("/readyz")
+        assert ready.status_code == 200, ready.text
+
+
+# -- 2. Redis down ---------------------------------------------------------------------------
+
+
+def test_redis_down_fails_closed_and_recovers_without_restart(
+    pg: ThrowawayPostgres, redis_server: ThrowawayRedis, tmp_path: Path
+):
+    database = pg.create_database()
+    with authsvc(tmp_path, database, redis_server.url) as service:
+        tokens = signup(service, "dave@example.com")
+        access = bearer(tokens["access_token"])
+        # A second session logged out before the outage: Redis loses its denylist entry (no
+        # persistence), but the session row stays revoked, so the token must stay refused.
+        other = service.post("/login", json=credentials("dave@example.com")).json()
+        assert service.post("/logout", headers=bearer(other["access_token"])).status_code == 204
+        assert service.get("/me", headers=access).status_code == 200
+        response, _ = introspect(service, tokens["access_token"])
+        assert response.json()["active"] is True
+        boots = service.worker_boots()
+
+        redis_server.stop()  # SIGKILL
+        try:
+            for attempt in range(6):  # spread over both workers
+                response, elapsed = service.call("GET", "/me", headers=access)
+                assert_unavailable(response, elapsed, f"GET /me #{attempt}")
+                response, elapsed = introspect(service, tokens["access_token"])
+                assert_unavailable(response, elapsed, f"POST /introspect #{attempt}")
+            response, elapsed = service.call("GET", "/readyz")
+            assert_unavailable(response, elapsed, "GET /readyz")
+            assert response.json()["checks"]["redis"] == "unavailable"
+            assert service.get("/healthz").status_code == 200
+        finally:
+            redis_server.start()  # same port, empty
+
+        poll_until_ok(service, "GET", "/me", headers=access)
+        for _ in range(4):
+            assert service.get("/me", headers=access).status_code == 200
+        response, _ = introspect(service, tokens["access_token"])
+        assert response.status_code == 200 and response.json()["active"] is True
+        ready = service.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert service.get("/me", headers=bearer(other["access_token"])).status_code == 401
+
+        # A hung Redis (process stopped, sockets open): the 1 s socket timeout still answers 503.
+        with redis_server.frozen():
+            for attempt in range(2):
+                response, elapsed = service.call("GET", "/me", headers=access)
+                assert_unavailable(response, elapsed, f"GET /me with Redis frozen #{attempt}")
+        poll_until_ok(service, "GET", "/me", headers=access)
+        assert service.worker_boots() == boots, "a worker was restarted:\n" + service.log_tail()
+
+
+def test_redis_down_throttled_endpoints_fail_closed(
+    pg: ThrowawayPostgres, redis_server: ThrowawayRedis, tmp_path: Path
+):
+    """With throttling on, the counters live in Redis: no Redis, no unthrottled request."""
+    database = pg.create_database()
+    with authsvc(tmp_path, database, redis_server.url, AUTHSVC_RATELIMIT_ENABLED="true") as service:
+        tokens = signup(service, "gina@example.com")
+        gina, hank = credentials("gina@example.com"), credentials("hank@example.com")
+        refresh = bearer(tokens["refresh_token"])
+        redis_server.stop()
+        try:
+            # A refresh token's check needs only the database: this 503 is the limiter's.
+            outage = [
+                ("POST /login", service.call("POST", "/login", json=gina)),
+                ("POST /signup", service.call("POST", "/signup", json=hank)),
+                ("POST /refresh", service.call("POST", "/refresh", headers=refresh)),
+            ]
+            for what, (response, elapsed) in outage:
+                assert_unavailable(response, elapsed, what)
+        finally:
+            redis_server.start()
+        poll_until_ok(service, "POST", "/login", json=gina)
+        assert service.post("/refresh", headers=refresh).status_code == 200
+        assert service.post("/signup", json=hank).status_code == 201
+
+
+# -- 3. a worker killed in the middle of /refresh --------------------------------------------
+
+
+def _waiting_backend(monitor: psycopg.Connection, database: str, wait_event: str) -> tuple | None:
+    """(backend pid, client port) of the backend of ``database`` waiting on ``wait_event``."""
+    return monitor.execute(
+        "SELECT pid, client_port FROM pg_stat_activity"
+        " WHERE datname = %s AND wait_event = %s AND pid <> pg_backend_pid()",
+        (database, wait_event),
+    ).fetchone()
+
+
+def _backend_gone(monitor: psycopg.Connection, pid: int) -> bool:
+    return (
+        monitor.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() is None
+    )
+
+
+def _generation(monitor: psycopg.Connection, sid: str) -> int:
+    return monitor.execute("SELECT generation FROM sessions WHERE id = %s", (sid,)).fetchone()[0]
+
+
+def _kill_worker_behind(pg: ThrowawayPostgres, client_port: int) -> int:
+    """SIGKILL the gunicorn worker that owns the database connection from ``client_port``."""
+    pid = pid_of_connection(client_port, pg.port)
+    assert pid is not None and pid != os.getpid(), f"no process owns port {client_port}"
+    master = parent_pid(pid)
+    assert "gunicorn" in command_line(master), command_line(master)
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def _assert_connection_lost(future: Future) -> None:
+    error = future.exception(timeout=10)
+    assert isinstance(error, requests.ConnectionError), f"the client got {error or future.result()}"
+
+
+def _assert_one_live_generation(
+    service: Service, monitor: psycopg.Connection, sid: str, first: str, retried: dict
+) -> None:
+    """After the retry: the previous token (in grace) gets the current generation again without a
+    bump; once the session moves on, the first token is reuse and revokes the session."""
+    assert claims(retried["refresh_token"])["gen"] == 1
+    assert claims(retried["access_token"])["sid"] == sid
+    again = service.post("/refresh", headers=bearer(first))
+    assert again.status_code == 200, again.text
+    assert claims(again.json()["refresh_token"])["gen"] == 1
+    assert _generation(monitor, sid) == 1
+    newer = service.post("/refresh", headers=bearer(retried["refresh_token"]))
+    assert newer.status_code == 200, newer.text
+    assert claims(newer.json()["refresh_token"])["gen"] == 2
+    assert _generation(monitor, sid) == 2
+    reuse = service.post("/refresh", headers=bearer(first))
+    assert reuse.status_code == 401 and reuse.json()["code"] == "token_revoked", reuse.text
+    revoked = service.post("/refresh", headers=bearer(newer.json()["refresh_token"]))
+    assert revoked.status_code == 401, revoked.text
+    me = service.get("/me", headers=bearer(newer.json()["access_token"]))
+    assert me.status_code == 401, me.text
+
+
+def test_worker_killed_while_rotation_waits_retry_succeeds(
+    pg: ThrowawayPostgres, redis_server: ThrowawayRedis, tmp_path: Path
+):
+    """The rotation's UPDATE waits on a row lock we hold; the worker dies before it returns.
+
+    The rotation is one UPDATE in autocommit, so the orphaned backend completes it once the lock
+    is released: the client lost the response, exactly as when a COMMIT's answer is lost. Its
+    retry with the old token, within the grace window, gets a pair for the new generation.
+    """
+    database = pg.create_database()
+    dbname = database.rsplit("/", 1)[1]
+    with (
+        authsvc(tmp_path, database, redis_server.url) as service,
+        ThreadPoolExecutor(max_workers=1) as pool,
+        psycopg.connect(database, autocommit=True, connect_timeout=5) as monitor,
+        psycopg.connect(database, connect_timeout=5) as locker,
+    ):
+        tokens = signup(service, "erin@example.com")
+        sid = claims(tokens["refresh_token"])["sid"]
+        locker.execute("SELECT id FROM sessions WHERE id = %s FOR UPDATE", (sid,))
+        try:
+            future = pool.submit(
+                service.call, "POST", "/refresh", headers=bearer(tokens["refresh_token"])
+            )
+            backend, client_port = wait_for(
+                lambda: (
+                    _waiting_backend(monitor, dbname, "transactionid")
+                    or _waiting_backend(monitor, dbname, "tuple")
+                ),
+                10,
+                "the refresh to wait on the session row lock",
+            )
+            _kill_worker_behind(pg, client_port)
+            _assert_connection_lost(future)
+        finally:
+            locker.rollback()
+        # The orphaned backend finishes its UPDATE (its own transaction), then exits.
+        wait_for(lambda: _backend_gone(monitor, backend), 10, "the orphaned backend to exit")
+        assert _generation(monitor, sid) == 1
+
+        retry = service.post("/refresh", headers=bearer(tokens["refresh_token"]))
+        assert retry.status_code == 200, retry.text
+        assert _generation(monitor, sid) == 1
+        _assert_one_live_generation(service, monitor, sid, tokens["refresh_token"], retry.json())
+
+
+def _commits_blocked(
+    admin: psycopg.Connection, probe: psycopg.Connection, pool: ThreadPoolExecutor
+) -> Future:
+    """Write through ``probe`` until a COMMIT waits for the standby; that write's future."""
+    deadline = time.monotonic() + 10
+    query = "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event = 'SyncRep'"
+    while time.monotonic() < deadline:
+        write = pool.submit(probe.execute, "INSERT INTO faults_probe VALUES (1)")
+        while not write.done() and time.monotonic() < deadline:
+            if admin.execute(query, (probe.info.backend_pid,)).fetchone():
+                return write
+            time.sleep(0.05)
+        if write.done():
+            write.result()  # the setting was not read yet: try again (or raise the probe's error)
+    raise AssertionError("commits never waited for the synchronous standby")
+
+
+def test_worker_killed_after_rotation_commits_retry_gets_current_generation(
+    pg: ThrowawayPostgres, redis_server: ThrowawayRedis, tmp_path: Path
+):
+    """The rotation commits but the answer is lost: COMMIT waits for a synchronous standby that
+    does not exist (the row is already written in WAL), and the worker dies while it waits."""
+    database = pg.create_database()
+    dbname = database.rsplit("/", 1)[1]
+    with (
+        authsvc(tmp_path, database, redis_server.url) as service,
+        ThreadPoolExecutor(max_workers=2) as pool,
+        pg.connect(autocommit=True) as admin,
+        psycopg.connect(database, autocommit=True, connect_timeout=5) as monitor,
+        pg.connect(autocommit=True) as probe,
+    ):
+        tokens = signup(service, "frank@example.com")
+        sid = claims(tokens["refresh_token"])["sid"]
+        admin.execute("CREATE TABLE IF NOT EXISTS faults_probe (n int)")
+        try:
+            admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'faults_no_such_standby'")
+            admin.execute("SELECT pg_reload_conf()")
+            # Commits block once the checkpointer has read the new setting: see one block.
+            probe_done = _commits_blocked(admin, probe, pool)
+            future = pool.submit(
+                service.call, "POST", "/refresh", headers=bearer(tokens["refresh_token"])
+            )
+            backend, client_port = wait_for(
+                lambda: _waiting_backend(monitor, dbname, "SyncRep"),
+                10,
+                "the refresh's COMMIT to wait for the standby",
+            )
+            _kill_worker_behind(pg, client_port)
+            _assert_connection_lost(future)
+        finally:
+            admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            admin.execute("SELECT pg_reload_conf()")
+        probe_done.result(timeout=10)
+        wait_for(lambda: _backend_gone(monitor, backend), 10, "the orphaned backend to exit")
+        # The rotation committed; the client never saw its answer.
+        assert _generation(monitor, sid) == 1
+
+        retry = service.post("/refresh", headers=bearer(tokens["refresh_token"]))
+        assert retry.status_code == 200, retry.text
+        assert _generation(monitor, sid) == 1  # re-issued in the grace window, not bumped
+        _assert_one_live_generation(service, monitor, sid, tokens["refresh_token"], retry.json())

@@ -1,0 +1,46 @@
+"""Login must not tell which usernames exist: same status, body, headers and time for an unknown
+user, a wrong password and a disabled account (DESIGN §2, §5)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+from sqlalchemy import update
+
+from authsvc.extensions import db
+from authsvc.models import User, utcnow
+from tests.support.helpers import OTHER_PASSWORD, PASSWORD, signup
+
+pytestmark = pytest.mark.slow
+ROUNDS = 15
+
+
+def test_failed_logins_take_the_same_time(make_app):
+    # A real argon2 cost (a quarter of the default memory), so the hash dominates as in production.
+    app = make_app(AUTHSVC_ARGON2_MEMORY_KIB="4096", AUTHSVC_ARGON2_TIME_COST="2")
+    client = app.test_client()
+    signup(client, username="present")
+    signup(client, username="disabled")
+    with app.app_context():
+        db.session.execute(
+            update(User).where(User.username == "disabled").values(disabled_at=utcnow())
+        )
+        db.session.commit()
+    cases = {
+        "unknown user": ("absent", PASSWORD),
+        "wrong password": ("present", OTHER_PASSWORD),
+        "disabled account": ("disabled", PASSWORD),
+    }
+    timings: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(ROUNDS):
+        for name, (username, password) in cases.items():  # interleaved: drift hits all alike
+            started = time.perf_counter()
+            response = client.post("/login", json={"username": username, "password": password})
+            timings[name].append(time.perf_counter() - started)
+            assert response.status_code == 401
+    medians = {name: statistics.median(values) for name, values in timings.items()}
+    fastest, slowest = min(medians.values()), max(medians.values())
+    # A skipped hash would make one case several times faster; allow ordinary noise only.
+    assert slowest / fastest < 1.5, medians

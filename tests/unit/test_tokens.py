@@ -1,0 +1,86 @@
+"""authsvc.tokens: the exact shape of issued tokens (DESIGN §3) and the denylist."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import jwt
+
+from authsvc.extensions import db
+from authsvc.models import RevokedToken
+from authsvc.runtime import runtime
+from authsvc.store.denylist import REDIS_PREFIX
+from tests.support.helpers import bearer, claims_of, signup
+from tests.support.settings import ISSUER
+
+ACCESS_CLAIMS = {"iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "roles", "type", "fresh"}
+
+
+def test_access_token_header_and_claims(client):
+    tokens = signup(client)
+    header = jwt.get_unverified_header(tokens["access_token"])
+    assert header["typ"] == "at+jwt"
+    assert header["alg"] == "ES256"
+    assert header["kid"] == client.get("/.well-known/jwks.json").get_json()["keys"][0]["kid"]
+    claims = claims_of(tokens["access_token"])
+    assert set(claims) == ACCESS_CLAIMS  # nothing else (no csrf claim in header mode)
+    assert claims["iss"] == ISSUER
+    assert claims["aud"] == "authsvc"
+    assert claims["sub"] == tokens["user"]["id"]
+    assert claims["type"] == "access"
+    assert claims["exp"] - claims["iat"] == 900
+    assert claims["nbf"] <= time.time() + 1
+    uuid.UUID(claims["sid"])
+    uuid.UUID(claims["jti"])
+
+
+def test_refresh_token_header_and_claims(client):
+    tokens = signup(client)
+    header = jwt.get_unverified_header(tokens["refresh_token"])
+    assert header["typ"] != "at+jwt"
+    claims = claims_of(tokens["refresh_token"])
+    assert claims["type"] == "refresh"
+    assert claims["aud"] == ISSUER  # never an access-token audience
+    assert claims["gen"] == 0
+    assert claims["sid"] == claims_of(tokens["access_token"])["sid"]
+    assert claims["exp"] - claims["iat"] == 2_592_000
+    assert "roles" not in claims
+
+
+def test_lifetimes_and_audiences_are_configurable(make_app):
+    app = make_app(
+        AUTHSVC_ACCESS_TOKEN_TTL="60",
+        AUTHSVC_REFRESH_TOKEN_TTL="3600",
+        AUTHSVC_AUDIENCE="orders,billing",
+    )
+    body = signup(app.test_client())
+    access = claims_of(body["access_token"])
+    assert access["exp"] - access["iat"] == 60
+    assert body["expires_in"] == 60
+    assert access["aud"] == ["orders", "billing"]
+    refresh = claims_of(body["refresh_token"])
+    assert refresh["exp"] - refresh["iat"] == 3600
+
+
+def test_every_token_has_a_unique_jti(client):
+    first = signup(client)
+    second = client.post("/refresh", headers=bearer(first["refresh_token"])).get_json()
+    tokens = [body[name] for body in (first, second) for name in ("access_token", "refresh_token")]
+    jtis = {claims_of(token)["jti"] for token in tokens}
+    assert len(jtis) == 4
+
+
+def test_denylist_entry_lives_exactly_as_long_as_the_token(app, client, backend):
+    """Redis (TTL) with REDIS_URL, the revoked_tokens table without: until exp + leeway."""
+    tokens = signup(client)
+    client.post("/logout", headers=bearer(tokens["access_token"]))
+    claims = claims_of(tokens["access_token"])
+    deadline = claims["exp"] + 10  # default leeway
+    with app.app_context():
+        if backend == "postgres":
+            ttl = runtime().redis.ttl(REDIS_PREFIX + claims["jti"])
+            assert deadline - time.time() - 3 <= ttl <= deadline - time.time() + 2
+        else:
+            row = db.session.get(RevokedToken, claims["jti"])
+            assert abs(row.expires_at.timestamp() - deadline) <= 2
