@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import psycopg
@@ -20,6 +21,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 
 from authsvc import create_app
 from authsvc.extensions import db
+from tests.support.servers import Service, service_on
 from tests.support.settings import (
     POSTGRES_URL,
     REDIS_URL,
@@ -118,3 +120,24 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def runner(app: Flask) -> FlaskCliRunner:
     return app.test_cli_runner()
+
+
+@pytest.fixture
+def start_service(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Callable[..., AbstractContextManager[Service]]:
+    """``with start_service(**settings) as service:`` authsvc under gunicorn on this test's
+    backend (SQLite: the embedded default; PostgreSQL + Redis: production, two workers), on a
+    fresh database."""
+
+    def start(**settings: str) -> AbstractContextManager[Service]:
+        if backend == "sqlite":
+            return service_on("sqlite", tmp_path, **settings)
+        url = request.getfixturevalue("postgres_url")
+        redis_url = request.getfixturevalue("redis_url")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+        redis.Redis.from_url(redis_url).flushdb()
+        return service_on("postgres", tmp_path, database_url=url, redis_url=redis_url, **settings)
+
+    return start

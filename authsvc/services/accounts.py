@@ -67,24 +67,41 @@ def login(username: str, password: str, client: Client) -> AuthResult:
         raise InvalidCredentials()
     ok, new_hash = rt.hasher.verify_and_update(password, user.password_hash)
     if not ok or user.disabled_at is not None:
+        # A hash stored under older, cheaper parameters (or a legacy scheme) verifies faster
+        # than the dummy an unknown user costs: pay the difference, so a dormant account
+        # answers no faster than a missing one (DESIGN §5, timing).
+        if rt.hasher.needs_update(user.password_hash):
+            rt.hasher.dummy_verify(password)
         security_event(
             "login_failed", user_id=str(user.id), reason="disabled" if ok else "wrong_password"
         )
         raise InvalidCredentials()
     values = new_session_values(user.id, client)
-    if new_hash is None:
-        session_store.insert_now(values)
-    else:
-        with write_transaction():
-            # The hash parameters changed (or a legacy scheme): upgrade while we hold the password.
-            user_store.set_password_hash(user.id, new_hash)
-            session_store.insert_in_transaction(values)
+    if not _insert_session(values, user.id, user.password_hash, new_hash):
+        # The password changed, or the account was disabled, while this login hashed: it
+        # checked a password that is no longer the user's (DESIGN §5).
+        security_event("login_failed", user_id=str(user.id), reason="credentials_changed")
+        raise InvalidCredentials()
     session = Session(**values)  # not added to the ORM session: it is written already
     caller = Caller(
         id=user.id, username=user.username, roles=list(user.roles or []), created_at=user.created_at
     )
     security_event("login", user_id=str(user.id), session_id=str(session.id))
     return AuthResult(caller, issue_pair(caller, session, fresh=True))
+
+
+def _insert_session(
+    values: dict[str, Any], user_id: uuid.UUID, checked_hash: str, new_hash: str | None
+) -> bool:
+    """Create the login's session only if ``checked_hash`` is still the user's and the user is
+    active; with ``new_hash`` (outdated parameters), upgrade the hash in the same transaction."""
+    if new_hash is None:
+        return session_store.insert_if_credentials_current(values, checked_hash)
+    with write_transaction():
+        if not user_store.upgrade_password_hash(user_id, checked_hash, new_hash):
+            return False
+        session_store.insert_in_transaction(values)
+    return True
 
 
 def change_password(context: AccessContext, current_password: str, new_password: str) -> None:

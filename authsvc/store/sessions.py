@@ -111,12 +111,42 @@ def rotate(
 
 
 _INSERT = insert(Session)
+_SESSION_COLUMNS = (
+    "id",
+    "user_id",
+    "generation",
+    "created_at",
+    "rotated_at",
+    "last_used_at",
+    "expires_at",
+    "user_agent",
+    "ip",
+)
+# A login's session, inserted only while the password it checked is still the user's and the
+# user is active: a password change, reset or disable that commits while the login hashes
+# leaves it nothing to insert. FOR SHARE (PostgreSQL; SQLite has one writer at a time) makes
+# the insert wait for a change in flight, then re-read the row, and makes a change wait for it.
+_INSERT_IF_CREDENTIALS_CURRENT = insert(Session).from_select(
+    list(_SESSION_COLUMNS),
+    select(*(bindparam(name, type_=Session.__table__.c[name].type) for name in _SESSION_COLUMNS))
+    .select_from(User)
+    .where(
+        User.id == bindparam("user_id"),
+        User.password_hash == bindparam("checked_hash"),
+        User.disabled_at.is_(None),
+    )
+    .with_for_update(read=True),
+).execution_options(preserve_rowcount=True)  # SQLAlchemy keeps rowcount for UPDATE/DELETE only
 
 
-def insert_now(values: dict[str, Any]) -> None:
-    """Insert a session in one autocommit statement (no transaction of the caller's)."""
+def insert_if_credentials_current(values: dict[str, Any], checked_hash: str) -> bool:
+    """Insert a session in one autocommit statement, if the user still has ``checked_hash``
+    (the hash the login verified) and is active; whether it was inserted."""
     with single_statement(writes=True) as connection:
-        connection.execute(_INSERT, values)
+        result = connection.execute(
+            _INSERT_IF_CREDENTIALS_CURRENT, {**values, "checked_hash": checked_hash}
+        )
+        return result.rowcount == 1
 
 
 def insert_in_transaction(values: dict[str, Any]) -> None:

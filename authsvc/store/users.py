@@ -46,6 +46,18 @@ def add(user: User) -> None:
     db.session.flush()
 
 
+def upgrade_password_hash(user_id: uuid.UUID, checked_hash: str, new_hash: str) -> bool:
+    """Replace the hash a login just verified (its parameters are outdated), if it is still the
+    user's and the user is active; whether it was (the caller's transaction, which holds the
+    row from here on)."""
+    result = db.session.execute(
+        update(User)
+        .where(User.id == user_id, User.password_hash == checked_hash, User.disabled_at.is_(None))
+        .values(password_hash=new_hash)
+    )
+    return result.rowcount == 1
+
+
 def set_password_hash(user_id: uuid.UUID, password_hash: str) -> None:
     db.session.execute(update(User).where(User.id == user_id).values(password_hash=password_hash))
 

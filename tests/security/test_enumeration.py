@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import statistics
 import time
+import uuid
 
+import bcrypt
 import pytest
+from passlib.hash import pbkdf2_sha256
 from sqlalchemy import update
 
 from authsvc.extensions import db
 from authsvc.models import User, utcnow
+from authsvc.security.passwords import PasswordHasher
 from tests.support.helpers import OTHER_PASSWORD, PASSWORD, signup
 
 pytestmark = pytest.mark.slow
@@ -44,3 +48,33 @@ def test_failed_logins_take_the_same_time(make_app):
     fastest, slowest = min(medians.values()), max(medians.values())
     # A skipped hash would make one case several times faster; allow ordinary noise only.
     assert slowest / fastest < 1.5, medians
+
+
+def test_a_dormant_account_under_an_older_cheaper_hash_answers_no_faster(make_app):
+    """After an argon2 cost raise, a wrong password for an account whose hash still has the old
+    (cheaper) cost, or a legacy bcrypt/pbkdf2 one, costs at least what an unknown user costs."""
+    app = make_app(AUTHSVC_ARGON2_MEMORY_KIB="8192", AUTHSVC_ARGON2_TIME_COST="3")
+    client = app.test_client()
+    old_cost = PasswordHasher(memory_kib=64, time_cost=1, parallelism=1).hash(PASSWORD)
+    legacy = {
+        "dormant-argon2": old_cost,
+        "dormant-pbkdf2": pbkdf2_sha256.using(rounds=1000).hash(PASSWORD),
+        "dormant-bcrypt": bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode(),
+    }
+    with app.app_context():
+        for username, stored in legacy.items():
+            db.session.add(User(id=uuid.uuid4(), username=username, password_hash=stored, roles=[]))
+        db.session.commit()
+    cases = {"unknown user": "absent", **{name: name for name in legacy}}
+    timings: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(ROUNDS):
+        for name, username in cases.items():
+            started = time.perf_counter()
+            response = client.post("/login", json={"username": username, "password": "wrong" * 4})
+            timings[name].append(time.perf_counter() - started)
+            assert response.status_code == 401
+    medians = {name: statistics.median(values) for name, values in timings.items()}
+    unknown = medians.pop("unknown user")
+    # Without the extra dummy verification the cheap hashes answer several times faster.
+    for name, median in medians.items():
+        assert median > 0.8 * unknown, (name, medians, unknown)

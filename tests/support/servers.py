@@ -6,6 +6,7 @@ Every wait is bounded; every server is stopped when its ``with`` block ends.
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import socket
 import subprocess
@@ -18,6 +19,10 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
+from flask import Flask
+
+from authsvc import create_app
+from tests.support.settings import TEST_SECRET, base_config
 
 ROOT = Path(__file__).resolve().parents[2]  # tests/support/servers.py -> the repository
 BIN = Path(sys.executable).parent
@@ -109,3 +114,66 @@ def static_files(directory: Path) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+class Service:
+    """authsvc under gunicorn for a test: its URL, the settings it runs with, its log."""
+
+    def __init__(self, base_url: str, env: Mapping[str, str], log_path: Path) -> None:
+        self.base_url = base_url
+        self.env = dict(env)
+        self.log_path = log_path
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def logs(self) -> str:
+        return self.log_path.read_text()
+
+
+@contextmanager
+def service_on(
+    backend: str,
+    tmp_path: Path,
+    *,
+    database_url: str | None = None,
+    redis_url: str | None = None,
+    **settings: str,
+) -> Iterator[Service]:
+    """gunicorn on ``backend``: "sqlite" is the embedded default (development, one process, no
+    Redis); "postgres" is production with ``database_url``, ``redis_url`` and two workers.
+    ``settings`` are extra AUTHSVC_* variables (the argon2 cost defaults to a cheap one)."""
+    port = free_port()
+    metrics = tmp_path / "metrics"
+    metrics.mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        "AUTHSVC_ISSUER": f"http://127.0.0.1:{port}",
+        "AUTHSVC_ARGON2_MEMORY_KIB": "1024",
+        "AUTHSVC_ARGON2_TIME_COST": "1",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+    }
+    if backend == "sqlite":
+        env.update(AUTHSVC_ENV="development", DATABASE_URL=f"sqlite:///{tmp_path}/authsvc.db")
+        env.pop("REDIS_URL", None)
+    else:
+        assert database_url is not None and redis_url is not None
+        env.update(
+            AUTHSVC_ENV="production",
+            AUTHSVC_SECRET_KEY=TEST_SECRET,
+            DATABASE_URL=database_url,
+            REDIS_URL=redis_url,
+            WEB_CONCURRENCY="2",
+        )
+    env.update(settings)
+    log_path = tmp_path / "gunicorn.log"
+    with authsvc_gunicorn(env, port, log_path) as base_url:
+        yield Service(base_url, env, log_path)
+
+
+def app_beside(service: Service, **overrides: str) -> Flask:
+    """An in-process app on the database (and Redis) a served instance uses: an operator's."""
+    config = {**base_config(), "DATABASE_URL": service.env["DATABASE_URL"], **overrides}
+    if "REDIS_URL" in service.env:
+        config["REDIS_URL"] = service.env["REDIS_URL"]
+    return create_app(config)

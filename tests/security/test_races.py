@@ -1,0 +1,109 @@
+"""Races an attacker would run against real gunicorn, with real concurrency and bounded waits.
+
+A login in flight with the old password must not survive a password change or a disable that
+commits while it hashes (DESIGN §5): the argon2 cost is raised here so a login takes long enough
+to overlap the change deterministically.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+import requests
+
+from authsvc.services import admin
+from authsvc.store import sessions as session_store
+from tests.support.helpers import OTHER_PASSWORD, PASSWORD
+from tests.support.servers import Service, app_beside
+
+pytestmark = pytest.mark.slow
+
+# About half a second per hash on this machine when idle: long enough to land a change inside.
+SLOW_ARGON2 = {"AUTHSVC_ARGON2_MEMORY_KIB": "16384", "AUTHSVC_ARGON2_TIME_COST": "30"}
+
+
+def _login(service: Service, password: str) -> requests.Response:
+    return requests.post(
+        service.url("/login"), json={"username": "alice", "password": password}, timeout=60
+    )
+
+
+def _login_overlapping(service: Service, change: Callable[[], None]) -> requests.Response:
+    """Log in with PASSWORD while ``change`` runs a third of the way through the login's hash
+    (timed from a login just before, so a loaded machine only stretches both alike)."""
+    started = time.monotonic()
+    assert _login(service, PASSWORD).status_code == 200
+    duration = time.monotonic() - started
+    answers: list[requests.Response] = []
+    login = threading.Thread(target=lambda: answers.append(_login(service, PASSWORD)))
+    login.start()
+    time.sleep(duration / 3)
+    change()
+    login.join(timeout=120)
+    assert not login.is_alive() and answers, "the login did not answer"
+    return answers[0]
+
+
+def _live_sessions(service: Service) -> int:
+    app = app_beside(service)
+    with app.app_context():
+        user = admin.find_user("alice")
+        return len(session_store.live_of_user(user.id))
+
+
+@pytest.mark.parametrize("change", ["set_password", "disable"])
+def test_a_login_in_flight_gets_no_session_after_the_password_changes(start_service, change):
+    with start_service(**SLOW_ARGON2) as service:
+        signup = requests.post(
+            service.url("/signup"), json={"username": "alice", "password": PASSWORD}, timeout=60
+        )
+        assert signup.status_code == 201
+        operator = app_beside(service)
+
+        def run_change() -> None:
+            with operator.app_context():
+                if change == "set_password":
+                    admin.set_password("alice", OTHER_PASSWORD)
+                else:
+                    admin.disable_user("alice")
+
+        answer = _login_overlapping(service, run_change)
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["code"] == "invalid_credentials"
+        assert _live_sessions(service) == 0
+        if change == "set_password":
+            assert _login(service, OTHER_PASSWORD).status_code == 200
+        assert "credentials_changed" in service.logs()
+
+
+def test_a_login_that_upgrades_an_outdated_hash_gets_no_session_after_a_reset(start_service):
+    """The login path that rehashes (stored parameters older than the configured ones) checks
+    the same condition inside its transaction."""
+    with start_service() as service:  # the cheap default cost
+        operator = app_beside(service, **SLOW_ARGON2)  # stores a slow, now outdated, hash
+        with operator.app_context():
+            admin.create_user("alice", PASSWORD, [])
+
+        quick_operator = app_beside(service)  # its own new hash must not take long
+
+        def reset() -> None:
+            with quick_operator.app_context():
+                admin.set_password("alice", OTHER_PASSWORD)
+
+        # A first login, timed, upgrades the hash; then a slow, outdated one is stored again.
+        started = time.monotonic()
+        assert _login(service, PASSWORD).status_code == 200
+        duration = time.monotonic() - started
+        with operator.app_context():
+            admin.set_password("alice", PASSWORD)
+        answers: list[requests.Response] = []
+        login = threading.Thread(target=lambda: answers.append(_login(service, PASSWORD)))
+        login.start()
+        time.sleep(duration / 3)
+        reset()
+        login.join(timeout=120)
+        assert answers and answers[0].status_code == 401, answers
+        assert _live_sessions(service) == 0
