@@ -20,6 +20,7 @@ SIGNING_ALGORITHMS = ("ES256", "RS256", "EdDSA")
 TOKEN_LOCATIONS = ("headers", "cookies", "json", "query_string")
 ENVIRONMENTS = ("production", "development")
 MIN_SECRET_LENGTH = 32
+MIN_CLIENT_SECRET = 16
 MAX_LEEWAY = 60
 
 _RATE_LIMIT = re.compile(
@@ -57,6 +58,8 @@ class Settings:
     ratelimit_login_address: str
     ratelimit_signup_address: str
     ratelimit_refresh_address: str
+    ratelimit_password_address: str
+    ratelimit_client_failures: str
     jwks_max_age: int
     trusted_proxies: int
     token_location: tuple[str, ...]
@@ -101,6 +104,8 @@ KNOWN_VARIABLES = frozenset(
         "AUTHSVC_RATELIMIT_LOGIN_ADDRESS",
         "AUTHSVC_RATELIMIT_SIGNUP_ADDRESS",
         "AUTHSVC_RATELIMIT_REFRESH_ADDRESS",
+        "AUTHSVC_RATELIMIT_PASSWORD_ADDRESS",
+        "AUTHSVC_RATELIMIT_CLIENT_FAILURES",
         "AUTHSVC_JWKS_MAX_AGE",
         "AUTHSVC_TRUSTED_PROXIES",
         "AUTHSVC_TOKEN_LOCATION",
@@ -281,7 +286,7 @@ def load_settings(
         **_token_settings(read),
         **_password_settings(read),
         **_throttling_settings(read),
-        **_client_settings(read),
+        **_client_settings(read, development),
     )
 
 
@@ -401,15 +406,30 @@ def _throttling_settings(read: _Reader) -> dict[str, Any]:
         "ratelimit_refresh_address": read.rate_limit(
             "AUTHSVC_RATELIMIT_REFRESH_ADDRESS", "60/minute"
         ),
+        "ratelimit_password_address": read.rate_limit(
+            "AUTHSVC_RATELIMIT_PASSWORD_ADDRESS", "10/minute"
+        ),
+        # Failed introspection client authentications, per client id and per address.
+        "ratelimit_client_failures": read.rate_limit(
+            "AUTHSVC_RATELIMIT_CLIENT_FAILURES", "10/minute;100/hour"
+        ),
     }
 
 
-def _client_settings(read: _Reader) -> dict[str, Any]:
+def _client_settings(read: _Reader, development: bool) -> dict[str, Any]:
     """Who may call, and from where: proxies, browser origins, introspection clients."""
+    clients = _introspection_clients(
+        "AUTHSVC_INTROSPECTION_CLIENTS", read.csv("AUTHSVC_INTROSPECTION_CLIENTS")
+    )
+    short = sorted(client for client, secret in clients.items() if len(secret) < MIN_CLIENT_SECRET)
+    if short and not development:
+        # A short secret falls to guessing however slowly guesses are let through.
+        raise ConfigError(
+            f"AUTHSVC_INTROSPECTION_CLIENTS: the secret of {', '.join(map(repr, short))} is "
+            f"shorter than {MIN_CLIENT_SECRET} characters (allowed in development only)"
+        )
     return {
         "trusted_proxies": read.integer("AUTHSVC_TRUSTED_PROXIES", 0, maximum=10),
         "cors_origins": read.csv("AUTHSVC_CORS_ORIGINS"),
-        "introspection_clients": _introspection_clients(
-            "AUTHSVC_INTROSPECTION_CLIENTS", read.csv("AUTHSVC_INTROSPECTION_CLIENTS")
-        ),
+        "introspection_clients": clients,
     }

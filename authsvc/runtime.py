@@ -1,6 +1,6 @@
 """The per-app objects the services and token checks need, in one typed container under one
 ``app.extensions`` key: settings, password hasher and policy, key ring, denylist, Redis client,
-verified-token cache."""
+verified-token cache, failed-guess counters."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from flask import Flask, current_app
 
 from .config import Settings
+from .security.attempts import FailureLimits
 from .security.breached import BreachedPasswordChecker
 from .security.keys import KeyPolicy, KeyRing
 from .security.passwords import PasswordHasher, PasswordPolicy
@@ -35,6 +36,7 @@ class Runtime:
     denylist: Denylist
     redis: Redis | None
     verified_tokens: VerifiedTokens
+    failures: FailureLimits
 
 
 def register_runtime(app: Flask, settings: Settings) -> Runtime:
@@ -70,6 +72,7 @@ def build_runtime(settings: Settings) -> Runtime:
         denylist=RedisDenylist(redis_client) if redis_client is not None else DatabaseDenylist(),
         redis=redis_client,
         verified_tokens=VerifiedTokens(),
+        failures=FailureLimits(settings.redis_url, enabled=settings.ratelimit_enabled),
     )
 
 

@@ -6,6 +6,7 @@ from flask import Blueprint, Response, request
 from pydantic import ValidationError
 
 from ..errors import InvalidRequest
+from ..security.throttling import client_address
 from ..services import clients
 from .body import parse_body
 from .openapi import documented
@@ -55,7 +56,7 @@ def introspect() -> Response:
 
     The body is `token=...` (form, as RFC 7662 says) or `{"token": ...}` (JSON).
     """
-    clients.require_client(*_basic_credentials())
+    clients.require_client(*_basic_credentials(), client_address())
     body = _introspection_request()
     result = clients.introspect(body.token)
     if result is None:

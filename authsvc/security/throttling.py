@@ -1,5 +1,6 @@
-"""Throttling with Flask-Limiter (DESIGN §5): per client address on /login, /signup and
-/refresh; failed logins per submitted username, existing or not.
+"""Throttling with Flask-Limiter (DESIGN §5): every request per client address on /login,
+/signup, /refresh and /password, counted before the view runs. (Failed guesses per account or
+client are ``authsvc.security.attempts``.)
 
 Counters live in Redis when REDIS_URL is set (shared by every worker and replica), in process
 memory otherwise. A store that cannot be reached is an error (503), never a silently missing
@@ -9,8 +10,7 @@ hit limit's own ``Retry-After``, is mapped here too.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import ipaddress
 import math
 import time
 from collections.abc import Callable
@@ -22,35 +22,27 @@ from flask_limiter.errors import RateLimitExceeded
 
 from ..config import Settings
 from ..errors import RateLimited
-from . import usernames
 
 EXTENSION_KEY = "authsvc.limiter"
-# Failed logins per username are counted only when the login failed (401), but checked before
-# every attempt: while a username is throttled, even the right password gets 429.
-_FAILED_LOGIN = 401
 
 
 def client_address() -> str:
-    """The client address, after ProxyFix applied AUTHSVC_TRUSTED_PROXIES."""
-    return request.remote_addr or "unknown"
+    """The client address as throttling keys it, after ProxyFix applied
+    AUTHSVC_TRUSTED_PROXIES: an IPv4 address alone, an IPv6 client by its /64 (one subscriber's
+    whole network: its hosts choose their own low 64 bits at will)."""
+    return address_key(request.remote_addr or "unknown")
 
 
-def submitted_username() -> str:
-    """The normalised username in a login body, hashed for the storage key; "" (limit skipped,
-    the view answers 400) when the body has none."""
+def address_key(address: str) -> str:
     try:
-        body: Any = json.loads(request.get_data(cache=True) or b"null")
-    except (ValueError, RecursionError):
-        return ""
-    username = body.get("username") if isinstance(body, dict) else None
-    if not isinstance(username, str) or len(username) > usernames.MAX_LENGTH:
-        return ""
-    digest = hashlib.sha256(usernames.normalize(username).encode()).hexdigest()
-    return f"user:{digest[:32]}"
-
-
-def _failed_login(response: Response) -> bool:
-    return response.status_code == _FAILED_LOGIN
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{parsed}/64", strict=False))
+    return str(parsed)
 
 
 def register_throttling(app: Flask, settings: Settings) -> Limiter:
@@ -81,16 +73,8 @@ def register_throttling(app: Flask, settings: Settings) -> Limiter:
     # Disabled (AUTHSVC_RATELIMIT_ENABLED=false): the views are not wrapped at all, rather than
     # wrapped by limits that are then skipped on every request (bench/README.md item 12).
     if settings.ratelimit_enabled:
-        limited(
-            "auth.login",
-            limiter.limit(settings.ratelimit_login_address, key_func=client_address),
-            limiter.limit(
-                settings.ratelimit_login_username,
-                key_func=submitted_username,
-                deduct_when=_failed_login,
-                scope="login-username",
-            ),
-        )
+        limited("auth.login", limiter.limit(settings.ratelimit_login_address))
+        limited("account.change_password", limiter.limit(settings.ratelimit_password_address))
         limited("auth.signup", limiter.limit(settings.ratelimit_signup_address))
         limited("auth.refresh", limiter.limit(settings.ratelimit_refresh_address))
     app.extensions[EXTENSION_KEY] = limiter

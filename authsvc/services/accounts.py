@@ -18,6 +18,9 @@ from ..store import users as user_store
 from ..store.database import write_transaction
 from ..tokens.issue import issue_pair
 
+# The failure counter shared by every check of an account's password (login, /password).
+PASSWORD_GUESSES = "account-password"  # noqa: S105 (a counter name)
+
 
 def new_session_values(user_id: uuid.UUID, client: Client) -> dict[str, Any]:
     """The columns of a session created now for ``user_id``."""
@@ -58,8 +61,11 @@ def login(username: str, password: str, client: Client) -> AuthResult:
     rt = runtime()
     if len(username) > usernames.MAX_LENGTH or len(password) > rt.settings.password_max_length:
         raise InvalidRequest("The username or password is too long.")
+    normalized = usernames.normalize(username)
+    # Reserved before anything is checked, given back only by a successful login (DESIGN §5).
+    guess = rt.failures.reserve(PASSWORD_GUESSES, normalized, rt.settings.ratelimit_login_username)
     # One autocommit read: no connection is held while the password is hashed.
-    user = user_store.login_row(usernames.normalize(username))
+    user = user_store.login_row(normalized)
     if user is None:
         # Same work, same answer as a wrong password: no way to tell which usernames exist.
         rt.hasher.dummy_verify(password)
@@ -82,6 +88,7 @@ def login(username: str, password: str, client: Client) -> AuthResult:
         # checked a password that is no longer the user's (DESIGN §5).
         security_event("login_failed", user_id=str(user.id), reason="credentials_changed")
         raise InvalidCredentials()
+    guess.succeeded()
     session = Session(**values)  # not added to the ORM session: it is written already
     caller = Caller(
         id=user.id, username=user.username, roles=list(user.roles or []), created_at=user.created_at
@@ -110,12 +117,17 @@ def change_password(context: AccessContext, current_password: str, new_password:
     user = user_store.get(context.user.id)
     if user is None:
         raise TokenRevoked()
+    # The same budget as failed logins: both are guesses at this account's password.
+    guess = rt.failures.reserve(
+        PASSWORD_GUESSES, user.username, rt.settings.ratelimit_login_username
+    )
     if len(current_password) > rt.settings.password_max_length:
         raise InvalidCredentials()
     ok, _ = rt.hasher.verify_and_update(current_password, user.password_hash)
     if not ok:
         security_event("password_change_failed", user_id=str(user.id))
         raise InvalidCredentials("The current password is incorrect.")
+    guess.succeeded()
     checked = rt.password_policy.check(new_password, username=user.username)
     new_hash = rt.hasher.hash(checked)
     with write_transaction():

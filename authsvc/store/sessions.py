@@ -126,17 +126,23 @@ _SESSION_COLUMNS = (
 # user is active: a password change, reset or disable that commits while the login hashes
 # leaves it nothing to insert. FOR SHARE (PostgreSQL; SQLite has one writer at a time) makes
 # the insert wait for a change in flight, then re-read the row, and makes a change wait for it.
-_INSERT_IF_CREDENTIALS_CURRENT = insert(Session).from_select(
-    list(_SESSION_COLUMNS),
-    select(*(bindparam(name, type_=Session.__table__.c[name].type) for name in _SESSION_COLUMNS))
-    .select_from(User)
-    .where(
-        User.id == bindparam("user_id"),
-        User.password_hash == bindparam("checked_hash"),
-        User.disabled_at.is_(None),
+_INSERT_IF_CREDENTIALS_CURRENT = (
+    insert(Session)
+    .from_select(
+        list(_SESSION_COLUMNS),
+        select(
+            *(bindparam(name, type_=Session.__table__.c[name].type) for name in _SESSION_COLUMNS)
+        )
+        .select_from(User)
+        .where(
+            User.id == bindparam("user_id"),
+            User.password_hash == bindparam("checked_hash"),
+            User.disabled_at.is_(None),
+        )
+        .with_for_update(read=True),
     )
-    .with_for_update(read=True),
-).execution_options(preserve_rowcount=True)  # SQLAlchemy keeps rowcount for UPDATE/DELETE only
+    .execution_options(preserve_rowcount=True)
+)  # SQLAlchemy keeps rowcount for UPDATE/DELETE only
 
 
 def insert_if_credentials_current(values: dict[str, Any], checked_hash: str) -> bool:

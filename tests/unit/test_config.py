@@ -86,14 +86,14 @@ def test_lists_are_comma_separated(tmp_path):
         AUTHSVC_AUDIENCE="api, billing",
         AUTHSVC_TOKEN_LOCATION="headers,cookies",
         AUTHSVC_CORS_ORIGINS="https://app.example.com,https://admin.example.com",
-        AUTHSVC_INTROSPECTION_CLIENTS="billing:s3cret-one, reports:s3cret-two",
+        AUTHSVC_INTROSPECTION_CLIENTS="billing:s3cret-one-0123456, reports:s3cret-two-0123456",
     )
     assert settings.audience == ("api", "billing")
     assert settings.token_location == ("headers", "cookies")
     assert settings.cors_origins == ("https://app.example.com", "https://admin.example.com")
     assert dict(settings.introspection_clients) == {
-        "billing": "s3cret-one",
-        "reports": "s3cret-two",
+        "billing": "s3cret-one-0123456",
+        "reports": "s3cret-two-0123456",
     }
 
 
@@ -429,11 +429,12 @@ def test_unrelated_environment_variables_are_ignored(tmp_path):
 
 def test_introspection_secrets_are_not_in_repr(tmp_path):
     settings = load(
-        tmp_path, AUTHSVC_INTROSPECTION_CLIENTS="billing:Bx7-very-secret,reports:Rq2-also-secret"
+        tmp_path,
+        AUTHSVC_INTROSPECTION_CLIENTS="billing:Bx7-very-secret-01,reports:Rq2-also-secret-01",
     )
-    assert settings.introspection_clients["billing"] == "Bx7-very-secret"
+    assert settings.introspection_clients["billing"] == "Bx7-very-secret-01"
     text = repr(settings)
-    assert "Bx7-very-secret" not in text
+    assert "Bx7-very-secret-01" not in text
     assert "Rq2-also-secret" not in text
 
 
@@ -515,3 +516,15 @@ def test_development_secret_is_shared_by_racing_processes(tmp_path):
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory"])
 def test_in_memory_sqlite_is_refused(tmp_path, url):
     refused(tmp_path, "DATABASE_URL", DATABASE_URL=url)
+
+
+def test_short_introspection_secrets_are_refused_outside_development(tmp_path):
+    message = refused(
+        tmp_path, "AUTHSVC_INTROSPECTION_CLIENTS", AUTHSVC_INTROSPECTION_CLIENTS="orders:s3cret"
+    )
+    assert "'orders'" in message and "16" in message and "s3cret" not in message
+    # A laptop's demo client may keep a short one.
+    settings = load(
+        tmp_path, AUTHSVC_ENV="development", AUTHSVC_INTROSPECTION_CLIENTS="orders:s3cret"
+    )
+    assert settings.introspection_clients == {"orders": "s3cret"}
