@@ -59,6 +59,23 @@ if sys.platform.startswith("linux"):
         _libc.mallopt(_M_TRIM_THRESHOLD, 512 * 1024 * 1024)
 
 
+# The app answers 413 to a body over its limit (authsvc.api.body.MAX_BODY_BYTES, 64 KiB) without
+# reading it. gunicorn drains at most 64 KiB of an unread body before the next request on the
+# connection, and closes the connection when there is more, after a response that already said
+# keep-alive: a client reusing it (requests, browsers) saw its next request fail. So a request
+# whose body may be left unread past that (longer than the limit, or chunked, of unknown length)
+# is answered with Connection: close from the start (RFC 9112 §9.6).
+MAX_BODY_BYTES = 64 * 1024
+
+
+def pre_request(worker, req):
+    for name, value in req.headers:
+        if name == "TRANSFER-ENCODING" and "chunked" in value.lower():
+            req.force_close()
+        elif name == "CONTENT-LENGTH" and (not value.isdigit() or int(value) > MAX_BODY_BYTES):
+            req.force_close()
+
+
 def on_starting(server):
     if not _redis:
         mode = "one process" if workers == 1 else f"{workers} processes"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime, timedelta
 
@@ -11,7 +12,10 @@ from ..observability import security_event
 from ..runtime import runtime
 from ..store import sessions as session_store
 from ..store.database import write_transaction
+from ..store.denylist import DenylistUnavailable
 from ..tokens.issue import issue_pair
+
+log = logging.getLogger("authsvc.sessions")
 
 
 def refresh(
@@ -84,10 +88,14 @@ def logout(context: AccessContext, scope: LogoutScope) -> None:
             count = session_store.revoke(
                 user_id=user_id, except_session_id=context.session_id, reason="logout_others"
             )
-    # The session row, committed above, is the authority; the denylist is a second line.
-    if scope != "others" and context.token_type == "access":  # noqa: S105
-        runtime().denylist.add(context.jti, _deny_until(context.expires_at))
     security_event("sessions_revoked", user_id=str(user_id), scope=scope, count=count)
+    # The session row, committed above, is the authority; the denylist is a second line, so a
+    # logout succeeds while Redis is unreachable (the token is already refused everywhere).
+    if scope != "others" and context.token_type == "access":  # noqa: S105
+        try:
+            runtime().denylist.add(context.jti, _deny_until(context.expires_at))
+        except DenylistUnavailable:
+            log.warning("denylist unreachable; the logout is in the database only")
 
 
 def _deny_until(expires_at: datetime) -> datetime:

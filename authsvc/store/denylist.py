@@ -4,7 +4,9 @@ With REDIS_URL the entries live in Redis and expire with the token; otherwise in
 ``revoked_tokens`` table, pruned by ``flask prune``. Both have one interface: a service adds an
 entry after the session's revocation has committed (the session row is the authority, the
 denylist a second line), and the token check asks ``checked_with_session`` whether the entry
-comes back as a column of its one session statement or needs ``contains``.
+comes back as a column of its one session statement or needs ``contains``. Redis being
+unreachable raises ``DenylistUnavailable``, which callers may survive: every denylisted ``jti``
+belongs to a session already revoked in the database.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ if TYPE_CHECKING:
     from redis import Redis
 
 REDIS_PREFIX = "authsvc:denylist:"
+
+
+class DenylistUnavailable(Exception):
+    """The denylist's store (Redis) cannot be reached."""
 
 
 class Denylist(Protocol):
@@ -62,15 +68,24 @@ class RedisDenylist:
     checked_with_session = False
 
     def __init__(self, client: Redis) -> None:
+        from redis.exceptions import RedisError  # redis is imported only when configured
+
         self._client = client
+        self._errors = RedisError
 
     def add(self, jti: str, expires_at: datetime) -> None:
         seconds = int((expires_at - utcnow()).total_seconds()) + 1
         if seconds > 0:
-            self._client.set(REDIS_PREFIX + jti, b"1", ex=seconds)
+            try:
+                self._client.set(REDIS_PREFIX + jti, b"1", ex=seconds)
+            except self._errors as error:
+                raise DenylistUnavailable() from error
 
     def contains(self, jti: str) -> bool:
-        return bool(self._client.exists(REDIS_PREFIX + jti))
+        try:
+            return bool(self._client.exists(REDIS_PREFIX + jti))
+        except self._errors as error:
+            raise DenylistUnavailable() from error
 
 
 def delete_expired_rows() -> int:

@@ -8,6 +8,7 @@ answers whether a verified token's session still lets it in (``principal``).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -20,8 +21,10 @@ from ..models import Caller, Principal, utcnow
 from ..runtime import runtime
 from ..security.keys import PublicKey
 from ..store import sessions as session_store
+from ..store.denylist import DenylistUnavailable
 from .issue import ACCESS_TYP, REFRESH_TYP
 
+log = logging.getLogger("authsvc.tokens")
 _REQUIRED_CLAIMS = ("iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "type")
 
 
@@ -85,8 +88,9 @@ def principal(claims: dict[str, Any]) -> Principal | None:
     """Who a verified token names and whether its session still lets it in (DESIGN §3
     Revocation: session row, user, and the denylist by ``jti`` for access tokens).
 
-    One read statement outside any transaction; with the denylist in Redis, one EXISTS after it.
-    None when the session does not exist. Store errors propagate: fail closed (503).
+    One read statement outside any transaction; with the denylist in Redis, one EXISTS after it
+    (skipped while Redis is unreachable: the session row decides). None when the session does
+    not exist. Database errors propagate: fail closed (503).
     """
     denylist = runtime().denylist
     row = session_store.principal_row(
@@ -101,12 +105,21 @@ def principal(claims: dict[str, Any]) -> Principal | None:
         and str(row.id) == claims["sub"]
     )
     if live and claims["type"] == "access":
-        denied = row.denied if denylist.checked_with_session else denylist.contains(claims["jti"])
-        live = not denied
+        live = not (row.denied if denylist.checked_with_session else _denied(claims["jti"]))
     caller = Caller(
         id=row.id, username=row.username, roles=list(row.roles or []), created_at=row.created_at
     )
     return Principal(caller=caller, live=live)
+
+
+def _denied(jti: str) -> bool:
+    try:
+        return runtime().denylist.contains(jti)
+    except DenylistUnavailable:
+        # Fall back to the database (DESIGN §3): the session row just read is the authority, and
+        # every denylisted jti belongs to a session that was revoked there first.
+        log.warning("denylist unreachable; the session row decides")
+        return False
 
 
 def live_caller(claims: dict[str, Any]) -> Caller:

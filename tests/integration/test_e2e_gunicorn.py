@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.support.helpers import PASSWORD
-from tests.support.servers import authsvc_gunicorn, free_port
+from tests.support.servers import ROOT, authsvc_gunicorn, free_port
 from tests.support.settings import TABLES, TEST_SECRET
 
 pytestmark = pytest.mark.slow
@@ -145,3 +145,29 @@ def test_full_flow_and_downstream_verification(server: Server):
         rotated.json()["refresh_token"],
     ):
         assert secret not in logs
+
+
+def test_an_oversized_body_closes_the_connection_and_the_next_request_succeeds(server: Server):
+    """A 413 sent before the body is read says Connection: close (RFC 9112 §9.6), so a client
+    that reuses connections never sends its next request into a connection about to die."""
+    with requests.Session() as session:
+        small = session.post(server.url("/login"), json={"username": "x", "password": "y" * 12})
+        assert small.status_code == 401
+        assert small.headers["Connection"].lower() == "keep-alive"  # ordinary requests reuse
+        for _ in range(5):
+            big = session.post(
+                server.url("/login"),
+                data=b'{"username": "' + b"a" * (2 * 1024 * 1024) + b'"}',
+                headers={"Content-Type": "application/json"},
+                timeout=30,
+            )
+            assert big.status_code == 413
+            assert big.headers["Connection"].lower() == "close"
+            assert session.get(server.url("/healthz"), timeout=10).status_code == 200
+
+
+def test_gunicorn_knows_the_apps_body_limit():
+    from authsvc.api.body import MAX_BODY_BYTES
+
+    text = (ROOT / "gunicorn.conf.py").read_text()
+    assert f"MAX_BODY_BYTES = {MAX_BODY_BYTES // 1024} * 1024" in text
