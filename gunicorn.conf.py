@@ -9,6 +9,10 @@ GUNICORN_TIMEOUT    worker timeout in seconds (default 30); GUNICORN_GRACEFUL_TI
                     GUNICORN_KEEPALIVE (default 5).
 FORWARDED_ALLOW_IPS proxies whose X-Forwarded-Proto gunicorn trusts (default 127.0.0.1). The
                     client address behind proxies is AUTHSVC_TRUSTED_PROXIES' business.
+AUTHSVC_METRICS_BIND host:port where the master serves /metrics (Prometheus text summed over
+                    every worker), a listener of its own, as Keycloak serves its management port.
+                    Unset: no metrics listener (and the app's own /metrics answers only in
+                    development).
 """
 
 import contextlib
@@ -68,12 +72,29 @@ if sys.platform.startswith("linux"):
 MAX_BODY_BYTES = 64 * 1024
 
 
+def _may_leave_body_unread(name, value):
+    if name == "TRANSFER-ENCODING":
+        return "chunked" in value.lower()
+    return name == "CONTENT-LENGTH" and (not value.isdigit() or int(value) > MAX_BODY_BYTES)
+
+
 def pre_request(worker, req):
-    for name, value in req.headers:
-        if name == "TRANSFER-ENCODING" and "chunked" in value.lower():
-            req.force_close()
-        elif name == "CONTENT-LENGTH" and (not value.isdigit() or int(value) > MAX_BODY_BYTES):
-            req.force_close()
+    if any(_may_leave_body_unread(name, value) for name, value in req.headers):
+        req.force_close()
+
+
+def when_ready(server):
+    bind_to = os.environ.get("AUTHSVC_METRICS_BIND", "").strip()
+    if not bind_to:
+        return
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    host, _, port = bind_to.rpartition(":")
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    # A daemon thread of the master: it outlives worker restarts, and forked workers never run it.
+    start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+    print(f"authsvc: metrics on http://{bind_to}/metrics", file=sys.stderr)
 
 
 def on_starting(server):

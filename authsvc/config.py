@@ -67,6 +67,7 @@ class Settings:
     introspection_clients: Mapping[str, str] = field(repr=False)
     breached_password_api: str | None = field(repr=False)
     db_pool_size: int
+    metrics_bind: str | None
     instance_path: str
 
     @property
@@ -113,6 +114,7 @@ KNOWN_VARIABLES = frozenset(
         "AUTHSVC_INTROSPECTION_CLIENTS",
         "AUTHSVC_BREACHED_PASSWORD_API",
         "AUTHSVC_DB_POOL_SIZE",
+        "AUTHSVC_METRICS_BIND",
     }
 )
 
@@ -189,6 +191,16 @@ def _url(name: str, value: str) -> str:
     if parts.username is not None or parts.password is not None:
         raise ConfigError(f"{name} must not contain credentials")
     return value.rstrip("/")
+
+
+def _bind(name: str, value: str | None) -> str | None:
+    """``host:port`` (IPv6 hosts in brackets), or None when unset."""
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{name} must be host:port, e.g. 127.0.0.1:9100, got {value!r}")
+    return value
 
 
 # Drivers this service ships; anything else would fail later with an import error.
@@ -429,6 +441,7 @@ def _client_settings(read: _Reader, development: bool) -> dict[str, Any]:
             f"shorter than {MIN_CLIENT_SECRET} characters (allowed in development only)"
         )
     return {
+        "metrics_bind": _bind("AUTHSVC_METRICS_BIND", read.raw("AUTHSVC_METRICS_BIND")),
         "trusted_proxies": read.integer("AUTHSVC_TRUSTED_PROXIES", 0, maximum=10),
         "cors_origins": read.csv("AUTHSVC_CORS_ORIGINS"),
         "introspection_clients": clients,

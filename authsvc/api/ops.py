@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, json
 
-from ..errors import PROBLEM_JSON, UNAVAILABLE_RETRY_AFTER
+from ..errors import PROBLEM_JSON, UNAVAILABLE_RETRY_AFTER, NotFound
 from ..observability import metrics_response
+from ..runtime import runtime
 from ..services import health
 from . import openapi
 from .openapi import documented
@@ -43,7 +44,14 @@ def readyz() -> Response:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    """Prometheus text format. Internal: keep it off the public load balancer."""
+    """Prometheus text format, on this listener in development only (DESIGN §2: internal).
+
+    Elsewhere metrics are served by gunicorn's master on AUTHSVC_METRICS_BIND (gunicorn.conf.py),
+    a listener of their own that never faces the public, or not at all when that is unset.
+    """
+    settings = runtime().settings
+    if not settings.development or settings.metrics_bind:
+        raise NotFound()
     return metrics_response()
 
 

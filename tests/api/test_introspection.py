@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.support.helpers import assert_problem, bearer, claims_of, login, signup
+from tests.support.helpers import PASSWORD, assert_problem, bearer, claims_of, login, signup
 
 CLIENTS = "orders:orders-secret-123,billing:billing-secret-456"
 
@@ -133,12 +133,20 @@ def test_bad_bodies(client, data, content_type, status):
     assert response.mimetype == "application/problem+json"
 
 
-def test_introspection_fails_closed_when_redis_is_down(make_app):
+def test_introspection_with_redis_down(make_app):
+    """The token check falls back to the database (a logged-out token is still inactive); the
+    client-failure throttling needs Redis, so with throttling on the answer is 503."""
     healthy = make_app(AUTHSVC_INTROSPECTION_CLIENTS=CLIENTS)
-    tokens = signup(healthy.test_client())
-    broken = make_app(AUTHSVC_INTROSPECTION_CLIENTS=CLIENTS, REDIS_URL="redis://127.0.0.1:1/0")
-    response = introspect(broken.test_client(), tokens["access_token"])
-    assert_problem(response, 503, "unavailable")
+    client = healthy.test_client()
+    live = signup(client)
+    logged_out = client.post("/login", json={"username": "alice", "password": PASSWORD}).get_json()
+    assert client.post("/logout", headers=bearer(logged_out["access_token"])).status_code == 204
+    down = {"AUTHSVC_INTROSPECTION_CLIENTS": CLIENTS, "REDIS_URL": "redis://127.0.0.1:1/0"}
+    broken = make_app(**down).test_client()
+    assert introspect(broken, live["access_token"]).get_json()["active"] is True
+    assert introspect(broken, logged_out["access_token"]).get_json() == {"active": False}
+    throttled = make_app(**down, AUTHSVC_RATELIMIT_ENABLED="true").test_client()
+    assert_problem(introspect(throttled, live["access_token"]), 503, "unavailable")
 
 
 def test_discovery_names_the_introspection_endpoint(client):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from tests.support.helpers import assert_problem, bearer, signup
+from tests.support.helpers import assert_problem, bearer, login, signup
 from tests.support.settings import ISSUER
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k", "oth"}
@@ -110,22 +110,38 @@ def test_readyz_is_503_when_redis_is_unreachable(make_app):
     assert body["checks"]["redis"] == "unavailable"
 
 
-def test_revocation_check_fails_closed_when_redis_is_unreachable(make_app):
-    """REDIS_URL set, Redis down: a valid token is refused (503), never accepted unchecked."""
+def test_token_checks_fall_back_to_the_database_when_redis_is_unreachable(make_app):
+    """REDIS_URL set, Redis down (DESIGN §3): the session row decides. A live session is
+    served; a logged-out one stays refused although its denylist entry cannot be read."""
     healthy = make_app()
-    tokens = signup(healthy.test_client())
-    broken = make_app(REDIS_URL="redis://127.0.0.1:1/0")
-    response = broken.test_client().get("/me", headers=bearer(tokens["access_token"]))
-    assert_problem(response, 503, "unavailable")
-    assert response.headers["Retry-After"].isdigit()
+    client = healthy.test_client()
+    live = signup(client)
+    logged_out = login(client)
+    assert client.post("/logout", headers=bearer(logged_out["access_token"])).status_code == 204
+    broken = make_app(REDIS_URL="redis://127.0.0.1:1/0").test_client()
+    assert broken.get("/me", headers=bearer(live["access_token"])).status_code == 200
+    response = broken.get("/me", headers=bearer(logged_out["access_token"]))
+    assert_problem(response, 401, "token_revoked")
 
 
-def test_metrics_count_requests(client):
+def test_metrics_count_requests_in_development(make_app):
+    client = make_app(AUTHSVC_ENV="development").test_client()
     client.get("/healthz")
     response = client.get("/metrics")
     assert response.status_code == 200
     text = response.get_data(as_text=True)
     assert 'authsvc_http_requests_total{endpoint="/healthz",method="GET",status="200"}' in text
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"AUTHSVC_ENV": "development", "AUTHSVC_METRICS_BIND": "127.0.0.1:9100"}],
+)
+def test_metrics_are_not_on_the_public_listener(make_app, settings):
+    """Outside development, or with a metrics listener of their own (gunicorn.conf.py)."""
+    response = make_app(**settings).test_client().get("/metrics")
+    assert_problem(response, 404, "not_found")
+    assert "authsvc_http_requests_total" not in response.get_data(as_text=True)
 
 
 def test_request_id_is_honoured_and_returned(client):

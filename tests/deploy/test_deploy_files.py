@@ -430,6 +430,9 @@ def test_compose_services(compose: dict):
     assert depends["migrate"]["condition"] == "service_completed_successfully"
     assert depends["redis"]["condition"] == "service_healthy"
     assert [port["target"] for port in authsvc["ports"]] == [8000]
+    # Metrics have a listener of their own, on the compose network only (never published).
+    assert authsvc["environment"]["AUTHSVC_METRICS_BIND"] == "0.0.0.0:9100"
+    assert 9100 not in [port["target"] for port in authsvc["ports"]]
     # Only the timing is tuned: the test stays the image's HEALTHCHECK (Python asking /healthz).
     assert "test" not in authsvc["healthcheck"]
     assert migrate["healthcheck"] == {"disable": True}

@@ -23,9 +23,10 @@ pytestmark = pytest.mark.slow
 
 
 class Server:
-    def __init__(self, base_url: str, log_path: Path) -> None:
+    def __init__(self, base_url: str, log_path: Path, metrics_url: str) -> None:
         self.base_url = base_url
         self.log_path = log_path
+        self.metrics_url = metrics_url
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -36,10 +37,11 @@ class Server:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
 def server(request, tmp_path) -> Iterator[Server]:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
         "AUTHSVC_ISSUER": f"http://127.0.0.1:{port}",
+        "AUTHSVC_METRICS_BIND": f"127.0.0.1:{metrics_port}",
         "AUTHSVC_ARGON2_MEMORY_KIB": "1024",
         "AUTHSVC_ARGON2_TIME_COST": "1",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
@@ -62,7 +64,7 @@ def server(request, tmp_path) -> Iterator[Server]:
             conn.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
     log_path = tmp_path / "gunicorn.log"
     with authsvc_gunicorn(env, port, log_path) as base_url:
-        yield Server(base_url, log_path)
+        yield Server(base_url, log_path, f"http://127.0.0.1:{metrics_port}/metrics")
 
 
 def downstream_verify(issuer: str, token: str) -> dict:
@@ -84,7 +86,7 @@ def downstream_verify(issuer: str, token: str) -> dict:
 
 
 def healthz_count(server: Server) -> float:
-    metrics = requests.get(server.url("/metrics"), timeout=5).text
+    metrics = requests.get(server.metrics_url, timeout=5).text
     series = 'authsvc_http_requests_total{endpoint="/healthz",method="GET",status="200"}'
     rows = [row for row in metrics.splitlines() if row.startswith(series + " ")]
     assert len(rows) == 1, metrics[:2000]
@@ -129,8 +131,10 @@ def test_full_flow_and_downstream_verification(server: Server):
     ready = requests.get(server.url("/readyz"), timeout=5)
     assert ready.status_code == 200, ready.text
 
-    # Metrics are summed over every worker (multiprocess mode): 40 requests spread over the
-    # workers show up as exactly 40 more, whichever worker answers /metrics.
+    # Metrics are summed over every worker (multiprocess mode) by the master's own listener
+    # (AUTHSVC_METRICS_BIND): 40 requests spread over the workers show up as exactly 40 more.
+    # The public listener does not serve them.
+    assert requests.get(server.url("/metrics"), timeout=5).status_code == 404
     before = healthz_count(server)
     for _ in range(40):
         requests.get(server.url("/healthz"), timeout=5)

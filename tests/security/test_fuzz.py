@@ -330,8 +330,9 @@ def test_unavailable_response_is_documented(make_app: AppFactory, method: str, p
         .test_client()
         .post("/signup", json={"username": "unavailable", "password": PASSWORD})
     )
-    # The same database, but a Redis nothing listens on (loopback: refused at once).
-    app = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    # A database nothing listens on (loopback: refused at once). (With Redis down these two
+    # fall back to the database, DESIGN §3, so the database is what makes them 503.)
+    app = make_app(DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/absent")
     case = schema[path][method].Case(headers=bearer(tokens.get_json()["access_token"]))
     started = time.monotonic()
     response = case.call(app=app)

@@ -528,3 +528,13 @@ def test_short_introspection_secrets_are_refused_outside_development(tmp_path):
         tmp_path, AUTHSVC_ENV="development", AUTHSVC_INTROSPECTION_CLIENTS="orders:s3cret"
     )
     assert settings.introspection_clients == {"orders": "s3cret"}
+
+
+@pytest.mark.parametrize("value", ["9100", "localhost", ":9100", "127.0.0.1:0", "h:99999", "h:x"])
+def test_metrics_bind_must_be_host_and_port(tmp_path, value):
+    refused(tmp_path, "AUTHSVC_METRICS_BIND", AUTHSVC_METRICS_BIND=value)
+
+
+def test_metrics_bind(tmp_path):
+    assert load(tmp_path).metrics_bind is None
+    assert load(tmp_path, AUTHSVC_METRICS_BIND="[::1]:9100").metrics_bind == "[::1]:9100"
