@@ -9,13 +9,17 @@ import uuid
 
 import bcrypt
 import pytest
+import requests
 from passlib.hash import pbkdf2_sha256
 from sqlalchemy import update
 
 from authsvc.extensions import db
 from authsvc.models import User, utcnow
 from authsvc.security.passwords import PasswordHasher
+from authsvc.services import admin
 from tests.support.helpers import OTHER_PASSWORD, PASSWORD, signup
+from tests.support.servers import app_beside
+from tests.support.settings import FAST_ARGON2
 
 pytestmark = pytest.mark.slow
 ROUNDS = 15
@@ -78,3 +82,26 @@ def test_a_dormant_account_under_an_older_cheaper_hash_answers_no_faster(make_ap
     # Without the extra dummy verification the cheap hashes answer several times faster.
     for name, median in medians.items():
         assert median > 0.8 * unknown, (name, medians, unknown)
+
+
+def test_a_dormant_account_answers_no_faster_over_http(start_service):
+    """The same attack against gunicorn: the median of wrong-password logins for an account
+    stored under an old, cheap argon2 cost against that of an unknown user."""
+    slow = {"AUTHSVC_ARGON2_MEMORY_KIB": "8192", "AUTHSVC_ARGON2_TIME_COST": "3"}
+    with start_service(**slow, AUTHSVC_RATELIMIT_ENABLED="false") as service:
+        with app_beside(service, **FAST_ARGON2).app_context():  # the old, cheaper cost
+            admin.create_user("dormant", PASSWORD, [])
+        timings: dict[str, list[float]] = {"absent": [], "dormant": []}
+        with requests.Session() as session:
+            for _ in range(ROUNDS):
+                for username, values in timings.items():
+                    started = time.perf_counter()
+                    response = session.post(
+                        service.url("/login"),
+                        json={"username": username, "password": OTHER_PASSWORD},
+                        timeout=30,
+                    )
+                    values.append(time.perf_counter() - started)
+                    assert response.status_code == 401
+        dormant, absent = (statistics.median(timings[name]) for name in ("dormant", "absent"))
+        assert dormant > 0.8 * absent, timings
