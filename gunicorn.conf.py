@@ -83,7 +83,11 @@ def pre_request(worker, req):
         req.force_close()
 
 
+_metrics_server = None
+
+
 def when_ready(server):
+    global _metrics_server
     bind_to = os.environ.get("AUTHSVC_METRICS_BIND", "").strip()
     if not bind_to:
         return
@@ -92,9 +96,18 @@ def when_ready(server):
     host, _, port = bind_to.rpartition(":")
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
-    # A daemon thread of the master: it outlives worker restarts, and forked workers never run it.
-    start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+    # A daemon thread of the master: it outlives worker restarts and reads every worker's
+    # samples. (It only accepts and reads files; a worker forked meanwhile gets none of its
+    # threads, and closes its copy of the listening socket in post_fork.)
+    _metrics_server, _thread = start_http_server(
+        int(port), addr=host.strip("[]"), registry=registry
+    )
     print(f"authsvc: metrics on http://{bind_to}/metrics", file=sys.stderr)
+
+
+def post_fork(server, worker):
+    if _metrics_server is not None:
+        _metrics_server.socket.close()
 
 
 def on_starting(server):

@@ -140,6 +140,9 @@ class User(db.Model):
     # Normalised form (NFKC, case-folded, trimmed); the unique index is what enforces uniqueness.
     username: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(Text)
+    # Bumped by every password change or reset (not by a rehash under new parameters): a login
+    # creates its session only while the version it verified is still current.
+    password_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     roles: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

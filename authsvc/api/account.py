@@ -27,7 +27,7 @@ def me() -> Response:
 @documented(
     body=PasswordChange,
     ok=(204, None),
-    errors=(400, 401, 413, 415, 503),
+    errors=(400, 401, 413, 415, 429, 503),
     auth="bearer",
     tag="account",
 )

@@ -47,7 +47,7 @@ def _introspection_request() -> IntrospectionRequest:
     body=IntrospectionRequest,
     form_body=True,
     ok=(200, Introspection),
-    errors=(400, 401, 413, 415, 503),
+    errors=(400, 401, 413, 415, 429, 503),
     auth="basic",
     tag="introspection",
 )

@@ -180,6 +180,11 @@ class PasswordHasher:
         # Made once at start, so the first unknown-user login costs no more than later ones.
         with _hash_memory.hashing():
             self._dummy_hash = self._context.hash(_DUMMY_PASSWORD)
+        # How long a verification at the current parameters takes here lately: a moving average
+        # of the measured ones (the dummy's and those of current hashes), seeded by one now.
+        self._current_cost = 0.0
+        self._cost_lock = threading.Lock()
+        self.dummy_verify(_DUMMY_PASSWORD)
 
     def hash(self, password: str) -> str:
         with _hash_memory.hashing():
@@ -187,18 +192,41 @@ class PasswordHasher:
 
     def verify_and_update(self, password: str, stored_hash: str) -> tuple[bool, str | None]:
         """Check ``password``; on success also return a new hash when the stored one is outdated."""
+        started = time.perf_counter()
         try:
             with _hash_memory.hashing():
-                return self._context.verify_and_update(normalize(password), stored_hash)
+                result = self._context.verify_and_update(normalize(password), stored_hash)
         except (ValueError, TypeError):
             # An unreadable stored hash or a password a legacy scheme cannot take (bcrypt's
             # 72-byte limit) is a failed login, never a 500.
             return False, None
+        if result[1] is None and not self.needs_update(stored_hash):
+            self._measured(time.perf_counter() - started)
+        return result
 
     def dummy_verify(self, password: str) -> None:
         """Spend the time of one real verification, for an unknown or disabled account."""
+        started = time.perf_counter()
         with _hash_memory.hashing():
             self._context.verify(normalize(password), self._dummy_hash)
+        self._measured(time.perf_counter() - started)
+
+    def pad_failure(self, stored_hash: str, started: float) -> None:
+        """After a failed check of ``stored_hash`` that began at ``started`` (perf_counter):
+        if that hash is outdated (older, cheaper parameters, or a legacy scheme), wait until the
+        check has taken as long as one at the current parameters does here, so a dormant
+        account answers like a missing one (DESIGN §5). A check already slower (bcrypt at a
+        high cost) is left as it is: it cannot be made faster."""
+        if not self.needs_update(stored_hash):
+            return
+        remaining = self._current_cost - (time.perf_counter() - started)
+        if remaining > 0:
+            time.sleep(remaining)
+
+    def _measured(self, seconds: float) -> None:
+        with self._cost_lock:
+            previous = self._current_cost
+            self._current_cost = seconds if not previous else 0.8 * previous + 0.2 * seconds
 
     def needs_update(self, stored_hash: str) -> bool:
         return self._context.needs_update(stored_hash)

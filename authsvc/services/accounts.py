@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -18,8 +19,10 @@ from ..store import users as user_store
 from ..store.database import write_transaction
 from ..tokens.issue import issue_pair
 
-# The failure counter shared by every check of an account's password (login, /password).
-PASSWORD_GUESSES = "account-password"  # noqa: S105 (a counter name)
+# Failure counters: wrong passwords at login per account (by the submitted username), and
+# wrong current passwords at /password per user.
+PASSWORD_GUESSES = "login-password"  # noqa: S105 (a counter name)
+PASSWORD_CHANGE_GUESSES = "change-password"  # noqa: S105 (a counter name)
 
 
 def new_session_values(user_id: uuid.UUID, client: Client) -> dict[str, Any]:
@@ -71,19 +74,19 @@ def login(username: str, password: str, client: Client) -> AuthResult:
         rt.hasher.dummy_verify(password)
         security_event("login_failed", user_id=None, reason="unknown_user")
         raise InvalidCredentials()
+    started = time.perf_counter()
     ok, new_hash = rt.hasher.verify_and_update(password, user.password_hash)
     if not ok or user.disabled_at is not None:
         # A hash stored under older, cheaper parameters (or a legacy scheme) verifies faster
-        # than the dummy an unknown user costs: pay the difference, so a dormant account
-        # answers no faster than a missing one (DESIGN §5, timing).
-        if rt.hasher.needs_update(user.password_hash):
-            rt.hasher.dummy_verify(password)
+        # than the dummy an unknown user costs: wait out the difference, so a dormant account
+        # answers like a missing one (DESIGN §5, timing).
+        rt.hasher.pad_failure(user.password_hash, started)
         security_event(
             "login_failed", user_id=str(user.id), reason="disabled" if ok else "wrong_password"
         )
         raise InvalidCredentials()
     values = new_session_values(user.id, client)
-    if not _insert_session(values, user.id, user.password_hash, new_hash):
+    if not _insert_session(values, user.id, user.password_version, new_hash):
         # The password changed, or the account was disabled, while this login hashed: it
         # checked a password that is no longer the user's (DESIGN §5).
         security_event("login_failed", user_id=str(user.id), reason="credentials_changed")
@@ -98,29 +101,33 @@ def login(username: str, password: str, client: Client) -> AuthResult:
 
 
 def _insert_session(
-    values: dict[str, Any], user_id: uuid.UUID, checked_hash: str, new_hash: str | None
+    values: dict[str, Any], user_id: uuid.UUID, checked_version: int, new_hash: str | None
 ) -> bool:
-    """Create the login's session only if ``checked_hash`` is still the user's and the user is
-    active; with ``new_hash`` (outdated parameters), upgrade the hash in the same transaction."""
+    """Create the login's session only if the password it verified (``checked_version``) is
+    still the user's and the user is active; with ``new_hash`` (outdated parameters), upgrade
+    the hash in the same transaction."""
     if new_hash is None:
-        return session_store.insert_if_credentials_current(values, checked_hash)
+        return session_store.insert_if_credentials_current(values, checked_version)
     with write_transaction():
-        if not user_store.upgrade_password_hash(user_id, checked_hash, new_hash):
+        if not user_store.upgrade_password_hash(user_id, checked_version, new_hash):
             return False
         session_store.insert_in_transaction(values)
     return True
 
 
 def change_password(context: AccessContext, current_password: str, new_password: str) -> None:
-    """A new password; every other session of the user is revoked."""
+    """A new password; every other session of the user is revoked. Written only if the password
+    verified is still the user's and this session still live when the change commits (another
+    change, a reset, a disable or a logout that landed meanwhile wins)."""
     rt = runtime()
-    user = user_store.get(context.user.id)
+    # Its own budget, per user: a stranger spraying logins at this username must not also block
+    # the owner's change (which needs a live session to ask).
+    guess = rt.failures.reserve(
+        PASSWORD_CHANGE_GUESSES, str(context.user.id), rt.settings.ratelimit_login_username
+    )
+    user = user_store.password_row(context.user.id)  # autocommit: nothing held while hashing
     if user is None:
         raise TokenRevoked()
-    # The same budget as failed logins: both are guesses at this account's password.
-    guess = rt.failures.reserve(
-        PASSWORD_GUESSES, user.username, rt.settings.ratelimit_login_username
-    )
     if len(current_password) > rt.settings.password_max_length:
         raise InvalidCredentials()
     ok, _ = rt.hasher.verify_and_update(current_password, user.password_hash)
@@ -131,7 +138,11 @@ def change_password(context: AccessContext, current_password: str, new_password:
     checked = rt.password_policy.check(new_password, username=user.username)
     new_hash = rt.hasher.hash(checked)
     with write_transaction():
-        user_store.set_password_hash(user.id, new_hash)
+        if not user_store.change_password_if_current(
+            user.id, user.password_version, new_hash, context.session_id
+        ):
+            security_event("password_change_failed", user_id=str(user.id), reason="superseded")
+            raise TokenRevoked("The password or the session changed meanwhile; log in again.")
         count = session_store.revoke(
             user_id=user.id, except_session_id=context.session_id, reason="password_changed"
         )

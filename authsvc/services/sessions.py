@@ -50,7 +50,7 @@ def _refresh_not_current(session_id: uuid.UUID, generation: int, user_id: uuid.U
     settings = runtime().settings
     now = utcnow()
     with write_transaction():
-        found = session_store.with_user_for_update(session_id)
+        found = session_store.with_user_now(session_id)
         if found is None:
             raise TokenRevoked()
         session, user = found
@@ -88,14 +88,18 @@ def logout(context: AccessContext, scope: LogoutScope) -> None:
             count = session_store.revoke(
                 user_id=user_id, except_session_id=context.session_id, reason="logout_others"
             )
+        if scope != "others" and context.token_type == "access":  # noqa: S105
+            _deny(context)
     security_event("sessions_revoked", user_id=str(user_id), scope=scope, count=count)
-    # The session row, committed above, is the authority; the denylist is a second line, so a
-    # logout succeeds while Redis is unreachable (the token is already refused everywhere).
-    if scope != "others" and context.token_type == "access":  # noqa: S105
-        try:
-            runtime().denylist.add(context.jti, _deny_until(context.expires_at))
-        except DenylistUnavailable:
-            log.warning("denylist unreachable; the logout is in the database only")
+
+
+def _deny(context: AccessContext) -> None:
+    # The session row is the authority; the denylist is a second line, so a logout succeeds
+    # while Redis is unreachable (the token is refused everywhere once the revocation commits).
+    try:
+        runtime().denylist.add(context.jti, _deny_until(context.expires_at))
+    except DenylistUnavailable:
+        log.warning("denylist unreachable; the logout is in the database only")
 
 
 def _deny_until(expires_at: datetime) -> datetime:

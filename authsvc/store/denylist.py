@@ -2,8 +2,9 @@
 
 With REDIS_URL the entries live in Redis and expire with the token; otherwise in the
 ``revoked_tokens`` table, pruned by ``flask prune``. Both have one interface: a service adds an
-entry after the session's revocation has committed (the session row is the authority, the
-denylist a second line), and the token check asks ``checked_with_session`` whether the entry
+entry in the transaction that revokes the session (the table's row commits with it; Redis is
+written at once, and an entry for a revocation that then fails to commit only refuses a token
+its owner asked to end), and the token check asks ``checked_with_session`` whether the entry
 comes back as a column of its one session statement or needs ``contains``. Redis being
 unreachable raises ``DenylistUnavailable``, which callers may survive: every denylisted ``jti``
 belongs to a session already revoked in the database.
@@ -18,7 +19,6 @@ from sqlalchemy import delete, select
 
 from ..extensions import db
 from ..models import RevokedToken, utcnow
-from .database import write_transaction
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -40,7 +40,7 @@ class Denylist(Protocol):
 
 
 class DatabaseDenylist:
-    """Rows in ``revoked_tokens``, each added in a write transaction of its own."""
+    """Rows in ``revoked_tokens``; ``add`` joins the caller's transaction."""
 
     checked_with_session = True
 
@@ -50,12 +50,11 @@ class DatabaseDenylist:
             from sqlalchemy.dialects.postgresql import insert
         else:
             from sqlalchemy.dialects.sqlite import insert
-        with write_transaction():
-            db.session.execute(
-                insert(RevokedToken)
-                .values(jti=jti, expires_at=expires_at)
-                .on_conflict_do_nothing(index_elements=["jti"])
-            )
+        db.session.execute(
+            insert(RevokedToken)
+            .values(jti=jti, expires_at=expires_at)
+            .on_conflict_do_nothing(index_elements=["jti"])
+        )
 
     def contains(self, jti: str) -> bool:
         found = db.session.scalar(select(RevokedToken.expires_at).where(RevokedToken.jti == jti))

@@ -15,6 +15,7 @@ from sqlalchemy import Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Executable, ReturnsRows
 
+from ..compat.sqlalchemy import invalidate_pool
 from ..extensions import db
 from .database import sqlite_writer
 
@@ -148,13 +149,10 @@ def _run(engine: Engine, raw: Any, sql: str, arguments: Any, *, autocommit: bool
     except dialect.loaded_dbapi.Error as error:
         invalidated = dialect.is_disconnect(error, raw.dbapi_connection, None)
         if invalidated:
-            # As Connection.execute does on a disconnect: this connection goes, and so does every
-            # idle one opened before now (a server that went away silently took them all). The
-            # public way: invalidate this one and dispose of the pool. Idle connections are closed
-            # and the engine gets a fresh pool; those checked out elsewhere go back to the old
-            # pool when returned, never to be handed out again.
-            raw.invalidate(error)
-            engine.dispose()
+            # As Connection.execute does on a disconnect: this connection goes, and every one
+            # opened before now is replaced at its next checkout (a server that went away
+            # silently took them all).
+            invalidate_pool(engine, raw, error)
         raise _sqlalchemy_error(error, dialect, sql, invalidated) from error
     finally:
         if autocommit and not invalidated:

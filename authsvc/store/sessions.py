@@ -122,10 +122,11 @@ _SESSION_COLUMNS = (
     "user_agent",
     "ip",
 )
-# A login's session, inserted only while the password it checked is still the user's and the
-# user is active: a password change, reset or disable that commits while the login hashes
-# leaves it nothing to insert. FOR SHARE (PostgreSQL; SQLite has one writer at a time) makes
-# the insert wait for a change in flight, then re-read the row, and makes a change wait for it.
+# A login's session, inserted only while the password it checked is still the user's (its
+# ``password_version``) and the user is active: a password change, reset or disable that
+# commits while the login hashes leaves it nothing to insert. FOR SHARE (PostgreSQL; SQLite has
+# one writer at a time) makes the insert wait for a change in flight, then re-read the row, and
+# makes a change wait for it.
 _INSERT_IF_CREDENTIALS_CURRENT = (
     insert(Session)
     .from_select(
@@ -136,7 +137,7 @@ _INSERT_IF_CREDENTIALS_CURRENT = (
         .select_from(User)
         .where(
             User.id == bindparam("user_id"),
-            User.password_hash == bindparam("checked_hash"),
+            User.password_version == bindparam("checked_version"),
             User.disabled_at.is_(None),
         )
         .with_for_update(read=True),
@@ -145,12 +146,12 @@ _INSERT_IF_CREDENTIALS_CURRENT = (
 )  # SQLAlchemy keeps rowcount for UPDATE/DELETE only
 
 
-def insert_if_credentials_current(values: dict[str, Any], checked_hash: str) -> bool:
-    """Insert a session in one autocommit statement, if the user still has ``checked_hash``
-    (the hash the login verified) and is active; whether it was inserted."""
+def insert_if_credentials_current(values: dict[str, Any], checked_version: int) -> bool:
+    """Insert a session in one autocommit statement, if the user's password is still the one
+    the login verified (``checked_version``) and the user is active; whether it was inserted."""
     with single_statement(writes=True) as connection:
         result = connection.execute(
-            _INSERT_IF_CREDENTIALS_CURRENT, {**values, "checked_hash": checked_hash}
+            _INSERT_IF_CREDENTIALS_CURRENT, {**values, "checked_version": checked_version}
         )
         return result.rowcount == 1
 
@@ -163,7 +164,7 @@ def add(session: Session) -> None:
     db.session.add(session)
 
 
-def with_user_for_update(session_id: uuid.UUID) -> tuple[Session, User] | None:
+def with_user_now(session_id: uuid.UUID) -> tuple[Session, User] | None:
     """The session and its user as they are now (not as the ORM remembers them)."""
     row = db.session.execute(
         select(Session, User)

@@ -5,17 +5,26 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, exists, select, update
 
 from ..extensions import db
-from ..models import User, utcnow
+from ..models import Session, User, utcnow
 from .database import single_statement
 
 # What a login reads: one statement, on a connection that is back in the pool before the
 # password is hashed (no transaction or connection is held for the length of an argon2 run).
 _LOGIN_ROW = select(
-    User.id, User.username, User.password_hash, User.roles, User.created_at, User.disabled_at
+    User.id,
+    User.username,
+    User.password_hash,
+    User.password_version,
+    User.roles,
+    User.created_at,
+    User.disabled_at,
 ).where(User.username == bindparam("name"))
+_PASSWORD_ROW = select(
+    User.id, User.username, User.password_hash, User.password_version, User.disabled_at
+).where(User.id == bindparam("user_id"))
 
 
 def login_row(username: str) -> Any:
@@ -26,6 +35,13 @@ def login_row(username: str) -> Any:
         return None
     with single_statement() as connection:
         return connection.execute(_LOGIN_ROW, {"name": username}).first()
+
+
+def password_row(user_id: uuid.UUID) -> Any:
+    """The columns a password check needs, in one autocommit statement (no transaction is held
+    while the caller hashes); None for an unknown id."""
+    with single_statement() as connection:
+        return connection.execute(_PASSWORD_ROW, {"user_id": user_id}).first()
 
 
 def named(username: str) -> User | None:
@@ -46,20 +62,54 @@ def add(user: User) -> None:
     db.session.flush()
 
 
-def upgrade_password_hash(user_id: uuid.UUID, checked_hash: str, new_hash: str) -> bool:
-    """Replace the hash a login just verified (its parameters are outdated), if it is still the
-    user's and the user is active; whether it was (the caller's transaction, which holds the
-    row from here on)."""
+def upgrade_password_hash(user_id: uuid.UUID, checked_version: int, new_hash: str) -> bool:
+    """Store the same password under the current parameters, if the password a login verified
+    (``checked_version``) is still the user's and the user is active; whether it was (the
+    caller's transaction, which holds the row from here on). The version stays: a rehash is
+    not a change."""
     result = db.session.execute(
         update(User)
-        .where(User.id == user_id, User.password_hash == checked_hash, User.disabled_at.is_(None))
+        .where(
+            User.id == user_id,
+            User.password_version == checked_version,
+            User.disabled_at.is_(None),
+        )
         .values(password_hash=new_hash)
     )
     return result.rowcount == 1
 
 
+def change_password_if_current(
+    user_id: uuid.UUID, checked_version: int, new_hash: str, session_id: uuid.UUID
+) -> bool:
+    """A user's own change: only if the password verified (``checked_version``) is still the
+    user's, the user active, and the session asking still live; whether it was."""
+    session_live = exists().where(
+        Session.id == session_id,
+        Session.user_id == User.id,
+        Session.revoked_at.is_(None),
+        Session.expires_at > utcnow(),
+    )
+    result = db.session.execute(
+        update(User)
+        .where(
+            User.id == user_id,
+            User.password_version == checked_version,
+            User.disabled_at.is_(None),
+            session_live,
+        )
+        .values(password_hash=new_hash, password_version=User.password_version + 1)
+    )
+    return result.rowcount == 1
+
+
 def set_password_hash(user_id: uuid.UUID, password_hash: str) -> None:
-    db.session.execute(update(User).where(User.id == user_id).values(password_hash=password_hash))
+    """A new password (an operator's reset): the version moves on, voiding logins in flight."""
+    db.session.execute(
+        update(User)
+        .where(User.id == user_id)
+        .values(password_hash=password_hash, password_version=User.password_version + 1)
+    )
 
 
 def disable(user_id: uuid.UUID) -> None:

@@ -152,7 +152,8 @@ def jwt_config(settings: Settings) -> dict[str, Any]:
         JWT_COOKIE_SAMESITE="Lax",
         # Double-submit CSRF only matters (and the csrf claim is only embedded) in cookie mode.
         JWT_COOKIE_CSRF_PROTECT="cookies" in settings.token_location,
-        # The long-lived refresh token travels to /refresh only; /logout uses the access cookie.
+        # The long-lived refresh token travels to /refresh (and a copy to /logout, set by
+        # api/responses.py, so a browser can log out after its access cookie expired).
         JWT_REFRESH_COOKIE_PATH="/refresh",
         # Persistent cookies, each with its token's own lifetime (set per response).
         JWT_SESSION_COOKIE=False,

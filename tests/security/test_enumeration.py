@@ -60,8 +60,12 @@ def test_a_dormant_account_under_an_older_cheaper_hash_answers_no_faster(make_ap
     app = make_app(AUTHSVC_ARGON2_MEMORY_KIB="8192", AUTHSVC_ARGON2_TIME_COST="3")
     client = app.test_client()
     old_cost = PasswordHasher(memory_kib=64, time_cost=1, parallelism=1).hash(PASSWORD)
+    # Two thirds of the current cost: stacking a full dummy verification on top of it would make
+    # the account answer slower than an unknown user, which tells as much as faster.
+    near_cost = PasswordHasher(memory_kib=8192, time_cost=2, parallelism=1).hash(PASSWORD)
     legacy = {
         "dormant-argon2": old_cost,
+        "dormant-argon2-near": near_cost,
         "dormant-pbkdf2": pbkdf2_sha256.using(rounds=1000).hash(PASSWORD),
         "dormant-bcrypt": bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode(),
     }
@@ -79,9 +83,10 @@ def test_a_dormant_account_under_an_older_cheaper_hash_answers_no_faster(make_ap
             assert response.status_code == 401
     medians = {name: statistics.median(values) for name, values in timings.items()}
     unknown = medians.pop("unknown user")
-    # Without the extra dummy verification the cheap hashes answer several times faster.
+    # Without the padding the cheap hashes answer several times faster; stacking a second
+    # verification on them instead would make them slower: neither may be told apart.
     for name, median in medians.items():
-        assert median > 0.8 * unknown, (name, medians, unknown)
+        assert 0.8 * unknown < median < 1.25 * unknown, (name, medians, unknown)
 
 
 def test_a_dormant_account_answers_no_faster_over_http(start_service):
@@ -104,4 +109,4 @@ def test_a_dormant_account_answers_no_faster_over_http(start_service):
                     values.append(time.perf_counter() - started)
                     assert response.status_code == 401
         dormant, absent = (statistics.median(timings[name]) for name in ("dormant", "absent"))
-        assert dormant > 0.8 * absent, timings
+        assert 0.8 * absent < dormant < 1.25 * absent, timings

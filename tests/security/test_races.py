@@ -107,3 +107,44 @@ def test_a_login_that_upgrades_an_outdated_hash_gets_no_session_after_a_reset(st
         login.join(timeout=120)
         assert answers and answers[0].status_code == 401, answers
         assert _live_sessions(service) == 0
+
+
+@pytest.mark.parametrize("change", ["reset", "logout_global"])
+def test_a_password_change_in_flight_loses_to_a_reset_or_a_logout(start_service, change):
+    """Someone holding a stolen token and the old password sends POST /password; meanwhile the
+    owner (or an operator) resets the password, or logs every session out. The change in flight
+    must not land: it checked a password, or asked from a session, that is no longer current."""
+    with start_service(**SLOW_ARGON2) as service:
+        stolen = requests.post(
+            service.url("/signup"), json={"username": "alice", "password": PASSWORD}, timeout=60
+        ).json()
+        owner = _login(service, PASSWORD)  # also times one verification
+        started = time.monotonic()
+        assert _login(service, PASSWORD).status_code == 200
+        duration = time.monotonic() - started
+        operator = app_beside(service)
+        attacker_password = "the attacker's own passphrase"
+        answers: list[requests.Response] = []
+        body = {"current_password": PASSWORD, "new_password": attacker_password}
+        headers = {"Authorization": f"Bearer {stolen['access_token']}"}
+        attack = threading.Thread(
+            target=lambda: answers.append(
+                requests.post(service.url("/password"), json=body, headers=headers, timeout=60)
+            )
+        )
+        attack.start()
+        time.sleep(duration / 2)  # inside the change's first argon2 run
+        if change == "reset":
+            with operator.app_context():
+                admin.set_password("alice", OTHER_PASSWORD)
+        else:
+            owner_headers = {"Authorization": f"Bearer {owner.json()['access_token']}"}
+            logout = requests.post(
+                service.url("/logout"), json={"scope": "global"}, headers=owner_headers, timeout=30
+            )
+            assert logout.status_code == 204
+        attack.join(timeout=120)
+        assert answers and answers[0].status_code == 401, answers and answers[0].text
+        assert _login(service, attacker_password).status_code == 401
+        expected = OTHER_PASSWORD if change == "reset" else PASSWORD
+        assert _login(service, expected).status_code == 200

@@ -31,6 +31,9 @@ ALLOWED = {
     },
     # flask-jwt-extended has no public hook where the verified-token cache could answer.
     "authsvc/compat/flask_jwt_extended.py": {"_decode_jwt_from_config"},
+    # A disconnect invalidates every pooled connection, as Connection.execute does; the public
+    # engine.dispose() would replace the pool on every thread's error instead.
+    "authsvc/compat/sqlalchemy.py": {"pool._invalidate", "Pool._invalidate"},
 }
 SQL_BUILDERS = {"select", "update", "insert", "delete", "text", "exists"}
 # models.py declares partial indexes, whose predicates are text() clauses. (Alembic's

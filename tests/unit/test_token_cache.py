@@ -33,7 +33,8 @@ def test_a_repeated_access_token_is_served_from_the_cache(app, client):
     hits = _cache(app).hits
     for _ in range(3):
         assert client.get("/me", headers=bearer(token)).status_code == 200
-    # Proves flask-jwt-extended still decodes through CachingJWTManager (a private method).
+    # Proves flask-jwt-extended still decodes through the wrapper of its private decode method
+    # (authsvc/compat/flask_jwt_extended.py).
     assert _cache(app).hits == hits + 3
 
 

@@ -84,3 +84,24 @@ def test_denylist_entry_lives_exactly_as_long_as_the_token(app, client, backend)
         else:
             row = db.session.get(RevokedToken, claims["jti"])
             assert abs(row.expires_at.timestamp() - deadline) <= 2
+
+
+def test_a_plain_jwt_required_view_still_checks_the_session(make_app):
+    """The blocklist loader is the safety net for a view that uses flask-jwt-extended's own
+    decorator instead of tokens.flask.authenticated(): a logged-out token is refused there too."""
+    from flask_jwt_extended import jwt_required
+
+    app = make_app()
+
+    @app.get("/plain")
+    @jwt_required()
+    def plain() -> str:
+        return "in"
+
+    client = app.test_client()
+    tokens = signup(client)
+    headers = bearer(tokens["access_token"])
+    assert client.get("/plain", headers=headers).status_code == 200
+    assert client.post("/logout", headers=headers).status_code == 204
+    response = client.get("/plain", headers=headers)
+    assert response.status_code == 401 and response.get_json()["code"] == "token_revoked"
