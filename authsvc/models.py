@@ -188,6 +188,9 @@ class SigningKey(db.Model):
     state: Mapped[str] = mapped_column(String(16))
     public_jwk: Mapped[dict[str, str]] = mapped_column(JSON)
     private_key_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    # The HMAC secret that signs refresh tokens (kid "hs.<kid>"), encrypted like the private key.
+    # Empty only for keys made before migration 0003 until a process fills it in.
+    hmac_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,5 +1,8 @@
 """Signing keys: generation, encryption at rest, the in-process key cache and the JWKS.
 
+Each key row holds an asymmetric pair (access tokens, published in the JWKS) and an HMAC secret
+(refresh tokens, HS256, never published), rotated together.
+
 Keys live in the database so every worker and replica signs and verifies with the same set.
 Each process caches the decoded keys for a short time (well under ``AUTHSVC_JWKS_MAX_AGE``, the
 delay between a key being published and it signing), so a key created by another replica is
@@ -15,7 +18,8 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -39,6 +43,9 @@ UNKNOWN_KID_RELOAD_SECONDS = 1.0
 # While the database is unreachable, the cached keys are served and a reload tried this often.
 STORE_RETRY_SECONDS = 1.0
 PUBLISHED_STATES = ("next", "active", "retired")
+HMAC_ALG = "HS256"
+HMAC_KID_PREFIX = "hs."
+HMAC_KEY_BYTES = 32
 
 log = logging.getLogger("authsvc.keys")
 # Public JWK members, the only ones ever published (RFC 7517/7518/8037).
@@ -97,6 +104,13 @@ class KeyEncryptor:
         nonce = os.urandom(12)
         return nonce + self._aead.encrypt(nonce, pem, kid.encode())
 
+    def encrypt_secret(self, secret: bytes, kid: str) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, secret, f"{kid}:hmac".encode())
+
+    def decrypt_secret(self, blob: bytes, kid: str) -> bytes:
+        return self._aead.decrypt(blob[:12], blob[12:], f"{kid}:hmac".encode())
+
     def decrypt(self, blob: bytes, kid: str) -> PrivateKey:
         pem = self._aead.decrypt(blob[:12], blob[12:], kid.encode())
         key = serialization.load_pem_private_key(pem, password=None)
@@ -122,6 +136,11 @@ class KeyPolicy:
 
 @dataclass(frozen=True)
 class LoadedKey:
+    """One row of the key table: the asymmetric pair that signs access tokens (``kid``, ``alg``,
+    published) and the HMAC secret that signs refresh tokens (``hmac_kid``, HS256, never
+    published: only this service verifies refresh tokens). Both move through the states
+    together."""
+
     kid: str
     alg: str
     state: str
@@ -131,6 +150,16 @@ class LoadedKey:
     created_at: datetime
     activated_at: datetime | None
     retired_at: datetime | None
+    hmac_key: bytes = field(repr=False)
+
+    @property
+    def hmac_kid(self) -> str:
+        return hmac_kid_of(self.kid)
+
+
+def hmac_kid_of(kid: str) -> str:
+    # "." is outside the base64url alphabet of the thumbprint kids: the two never collide.
+    return f"{HMAC_KID_PREFIX}{kid}"
 
 
 class KeyRing:
@@ -146,6 +175,7 @@ class KeyRing:
         self._encryptor = KeyEncryptor(secret_key)
         self.policy = policy
         self._keys: dict[str, LoadedKey] = {}
+        self._by_hmac_kid: dict[str, LoadedKey] = {}
         self._loaded_at = float("-inf")
         self._last_unknown_reload = float("-inf")
         self._lock = threading.Lock()
@@ -155,6 +185,9 @@ class KeyRing:
 
     def _reload(self) -> None:
         rows = key_store.in_states(PUBLISHED_STATES)
+        if any(row.hmac_key_encrypted is None for row in rows):
+            self._add_missing_hmac_keys([row.kid for row in rows if row.hmac_key_encrypted is None])
+            rows = key_store.in_states(PUBLISHED_STATES)
         keys: dict[str, LoadedKey] = {}
         for row in rows:
             cached = self._keys.get(row.kid)
@@ -173,10 +206,24 @@ class KeyRing:
                 created_at=row.created_at,
                 activated_at=row.activated_at,
                 retired_at=row.retired_at,
+                hmac_key=(
+                    cached.hmac_key
+                    if cached is not None
+                    else self._encryptor.decrypt_secret(row.hmac_key_encrypted, row.kid)
+                ),
             )
         with self._lock:
             self._keys = keys
+            self._by_hmac_kid = {key.hmac_kid: key for key in keys.values()}
             self._loaded_at = time.monotonic()
+
+    def _add_missing_hmac_keys(self, kids: list[str]) -> None:
+        """Keys made before refresh tokens had their own (migration 0003) get one, once: each
+        write is conditional on the column being empty, so racing replicas agree on one."""
+        with write_transaction():
+            for kid in kids:
+                secret = self._encryptor.encrypt_secret(os.urandom(HMAC_KEY_BYTES), kid)
+                key_store.set_hmac_key_if_missing(kid, secret)
 
     def _fresh(self) -> dict[str, LoadedKey]:
         if time.monotonic() - self._loaded_at > self._cache_seconds:
@@ -201,13 +248,21 @@ class KeyRing:
 
     def verification_key(self, kid: str) -> LoadedKey | None:
         """The published key named ``kid``, or None. Unknown kids reload at most once a second."""
-        key = self._fresh().get(kid)
+        return self._lookup(lambda: self._keys, kid)
+
+    def refresh_key(self, hmac_kid: str) -> LoadedKey | None:
+        """The key whose HMAC secret ``hmac_kid`` names (refresh tokens), or None."""
+        return self._lookup(lambda: self._by_hmac_kid, hmac_kid)
+
+    def _lookup(self, index: Callable[[], dict[str, LoadedKey]], kid: str) -> LoadedKey | None:
+        self._fresh()
+        key = index().get(kid)
         if key is None:
             now = time.monotonic()
             if now - self._last_unknown_reload >= UNKNOWN_KID_RELOAD_SECONDS:
                 self._last_unknown_reload = now
                 self._reload()
-                key = self._keys.get(kid)
+                key = index().get(kid)
         return key
 
     def cached_signing_key(self) -> LoadedKey:
@@ -295,6 +350,9 @@ class KeyRing:
             state=state,
             public_jwk=jwk,
             private_key_encrypted=self._encryptor.encrypt(private_key, jwk["kid"]),
+            hmac_key_encrypted=self._encryptor.encrypt_secret(
+                os.urandom(HMAC_KEY_BYTES), jwk["kid"]
+            ),
             created_at=now,
             activated_at=now if state == "active" else None,
         )

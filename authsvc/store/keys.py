@@ -49,3 +49,12 @@ def delete_kids(kids: list[str]) -> None:
 def all_in_lifecycle_order() -> list[SigningKey]:
     order = case({"active": 0, "next": 1, "retired": 2}, value=SigningKey.state, else_=3)
     return list(db.session.scalars(select(SigningKey).order_by(order, SigningKey.created_at)))
+
+
+def set_hmac_key_if_missing(kid: str, encrypted: bytes) -> bool:
+    changed = db.session.execute(
+        update(SigningKey)
+        .where(SigningKey.kid == kid, SigningKey.hmac_key_encrypted.is_(None))
+        .values(hmac_key_encrypted=encrypted)
+    ).rowcount
+    return changed == 1

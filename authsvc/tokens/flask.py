@@ -24,6 +24,7 @@ from ..errors import InvalidToken, MissingToken, TokenRevoked
 from ..extensions import jwt
 from ..models import AccessContext
 from ..runtime import runtime
+from ..security.keys import HMAC_ALG
 from . import issue, verify
 
 
@@ -130,9 +131,9 @@ def jwt_config(settings: Settings) -> dict[str, Any]:
     audience = list(settings.audience)
     return dict(
         JWT_ALGORITHM=settings.signing_alg,
-        # Every algorithm we can sign with, so retired keys of another algorithm still verify;
-        # verify.verification_key() then pins each token to its own key's algorithm.
-        JWT_DECODE_ALGORITHMS=list(SIGNING_ALGORITHMS),
+        # Every algorithm we sign with (HS256: refresh tokens), so retired keys of another
+        # algorithm still verify; verify.verification_key() pins each token to its own kid's.
+        JWT_DECODE_ALGORITHMS=[*SIGNING_ALGORITHMS, HMAC_ALG],
         JWT_ENCODE_ISSUER=settings.issuer,
         JWT_DECODE_ISSUER=settings.issuer,
         JWT_ENCODE_AUDIENCE=audience[0] if len(audience) == 1 else audience,

@@ -1,9 +1,10 @@
 """Signing a token pair for a session (DESIGN §3).
 
-Access token (RFC 9068): header ``typ: at+jwt`` and ``kid``; claims iss, aud, sub, iat, nbf, exp,
-jti, sid, roles, type=access, fresh. Refresh token: the same keys, ``type: refresh``, ``sid`` and
-the session generation ``gen``, and ``aud`` = the issuer, so no downstream service that checks
-``aud`` or ``typ`` can take it for an access token.
+Access token (RFC 9068): signed with the active asymmetric key, header ``typ: at+jwt`` and
+``kid``; claims iss, aud, sub, iat, nbf, exp, jti, sid, roles, type=access, fresh. Refresh
+token: HS256 with the active key's HMAC secret, which only this service holds (header ``kid``
+``hs.<kid>``), ``type: refresh``, ``sid``, the session generation ``gen``, and ``aud`` = the
+issuer: no downstream service can verify one, let alone take it for an access token.
 """
 
 from __future__ import annotations
@@ -18,20 +19,20 @@ from flask_jwt_extended import create_access_token, create_refresh_token
 
 from ..models import SessionLike, TokenPair, UserLike, utcnow
 from ..runtime import runtime
-from ..security.keys import LoadedKey
+from ..security.keys import HMAC_ALG
 
 ACCESS_TYP = "at+jwt"
 REFRESH_TYP = "JWT"
 
 # The key issue_pair chose, for flask-jwt-extended's encode_key_loader (``signing_key``): the
 # loader is only given the identity, and the key must be the one whose kid the header names even
-# if another thread rotates the key ring's cache meanwhile. Set and reset around the two
-# create_* calls, within this module only.
-_signing = ContextVar[LoadedKey]("authsvc_signing_key")
+# if another thread rotates the key ring's cache meanwhile. Set and reset around each create_*
+# call, within this module only.
+_signing = ContextVar[Any]("authsvc_signing_key")
 
 
 @contextmanager
-def _signing_with(key: LoadedKey) -> Iterator[None]:
+def _signing_with(key: Any) -> Iterator[None]:
     reset = _signing.set(key)
     try:
         yield
@@ -40,8 +41,8 @@ def _signing_with(key: LoadedKey) -> Iterator[None]:
 
 
 def signing_key(_identity: Any) -> Any:
-    """flask-jwt-extended's encode_key_loader: the private key issue_pair is signing with."""
-    return _signing.get().private_key
+    """flask-jwt-extended's encode_key_loader: the key issue_pair is signing with."""
+    return _signing.get()
 
 
 def issue_pair(user: UserLike, session: SessionLike, *, fresh: bool) -> TokenPair:
@@ -55,7 +56,7 @@ def issue_pair(user: UserLike, session: SessionLike, *, fresh: bool) -> TokenPai
     refresh_expires_at = min(
         now + timedelta(seconds=settings.refresh_token_ttl), session.expires_at
     )
-    with _signing_with(key):
+    with _signing_with(key.private_key):
         access = create_access_token(
             identity=identity,
             fresh=fresh,
@@ -63,10 +64,13 @@ def issue_pair(user: UserLike, session: SessionLike, *, fresh: bool) -> TokenPai
             additional_claims={"sid": sid, "roles": list(user.roles or [])},
             additional_headers={"kid": key.kid, "typ": ACCESS_TYP},
         )
+    # PyJWT takes a header's "alg" over the configured algorithm (JWT_ALGORITHM, the access
+    # tokens'), so the refresh token is HS256 with the key's HMAC secret.
+    with _signing_with(key.hmac_key):
         refresh = create_refresh_token(
             identity=identity,
             expires_delta=refresh_expires_at - now,
             additional_claims={"sid": sid, "gen": session.generation, "aud": settings.issuer},
-            additional_headers={"kid": key.kid, "typ": REFRESH_TYP},
+            additional_headers={"kid": key.hmac_kid, "typ": REFRESH_TYP, "alg": HMAC_ALG},
         )
     return TokenPair(access, refresh, settings.access_token_ttl, refresh_expires_at)

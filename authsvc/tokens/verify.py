@@ -19,7 +19,7 @@ from jwt.exceptions import InvalidAlgorithmError, InvalidTokenError, PyJWTError
 from ..errors import TokenRevoked
 from ..models import Caller, Principal, utcnow
 from ..runtime import runtime
-from ..security.keys import PublicKey
+from ..security.keys import HMAC_ALG
 from ..store import sessions as session_store
 from ..store.denylist import DenylistUnavailable
 from .issue import ACCESS_TYP, REFRESH_TYP
@@ -67,16 +67,28 @@ def check_token_shape(header: dict[str, Any], claims: dict[str, Any]) -> None:
         raise InvalidTokenError("unknown token type")
 
 
-def verification_key(header: dict[str, Any], claims: dict[str, Any]) -> PublicKey:
+def verification_key(header: dict[str, Any], claims: dict[str, Any]) -> Any:
     """flask-jwt-extended's decode_key_loader: the key named by ``kid``, algorithm pinned to it.
 
-    ``jku``, ``x5u``, ``jwk`` and ``x5c`` headers are never read: keys come from our table only.
+    An access token's ``kid`` names an asymmetric key and its own algorithm; a refresh token's
+    names an HMAC secret (``hs.<kid>``) and HS256. Neither kind ever verifies the other's
+    tokens: an HS256 header on an asymmetric kid (the public key as an HMAC secret) or an
+    access token under an HMAC kid is refused before any signature is computed. ``jku``,
+    ``x5u``, ``jwk`` and ``x5c`` headers are never read: keys come from our table only.
     """
     check_token_shape(header, claims)
     kid = header.get("kid")
     if not isinstance(kid, str):
         raise InvalidTokenError("no kid")
-    key = runtime().keyring.verification_key(kid)
+    keyring = runtime().keyring
+    if claims["type"] == "refresh":
+        key = keyring.refresh_key(kid)
+        if key is None:
+            raise InvalidTokenError("unknown kid")
+        if header.get("alg") != HMAC_ALG:
+            raise InvalidAlgorithmError("algorithm does not match the key")
+        return key.hmac_key
+    key = keyring.verification_key(kid)
     if key is None:
         raise InvalidTokenError("unknown kid")
     if header.get("alg") != key.alg:

@@ -67,18 +67,26 @@ def test_access_token_verifies_from_discovery_alone(make_app, alg):
     assert isinstance(claims["sub"], str)
 
 
-def test_refresh_token_fails_a_downstream_audience_check(client):
+def test_a_refresh_token_never_verifies_with_any_published_key(client):
+    """Refresh tokens are HS256 with a secret only authsvc holds (DESIGN §3): a downstream
+    service following the README recipe cannot verify one at all, with any published key."""
     tokens = signup(client)
-    jwk_set = jwt.PyJWKSet.from_dict(client.get("/.well-known/jwks.json").get_json())
-    with pytest.raises(jwt.InvalidAudienceError):
-        jwt.decode(
-            tokens["refresh_token"],
-            jwk_set.keys[0],
-            algorithms=["ES256"],
-            audience="authsvc",
-            issuer=ISSUER,
-        )
-    assert jwt.get_unverified_header(tokens["refresh_token"])["typ"] != "at+jwt"
+    doc = client.get("/.well-known/openid-configuration").get_json()
+    jwks = client.get("/.well-known/jwks.json").get_json()
+    header = jwt.get_unverified_header(tokens["refresh_token"])
+    assert header["alg"] == "HS256" and header["typ"] != "at+jwt"
+    assert header["kid"] not in {key["kid"] for key in jwks["keys"]}
+    assert all("k" not in key for key in jwks["keys"])  # no symmetric key is ever published
+    for key in jwt.PyJWKSet.from_dict(jwks).keys:
+        with pytest.raises(jwt.InvalidTokenError):
+            jwt.decode(
+                tokens["refresh_token"],
+                key,
+                algorithms=doc["id_token_signing_alg_values_supported"],
+                audience=doc["access_token_audience"],
+                issuer=ISSUER,
+            )
+    assert "HS256" not in doc["id_token_signing_alg_values_supported"]
 
 
 def test_healthz(client):
