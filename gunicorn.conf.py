@@ -17,6 +17,7 @@ AUTHSVC_METRICS_BIND host:port where the master serves /metrics (Prometheus text
 
 import contextlib
 import ctypes
+import gc
 import multiprocessing
 import os
 import sys
@@ -39,8 +40,14 @@ accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 
+# The app is loaded once, in the master, before the workers are forked (gc.freeze() in
+# when_ready keeps the collector from touching, and so copying, those shared pages): what a
+# worker does not share is what it adds itself. post_fork gives each worker its own database and
+# Redis connections.
+preload_app = True
+
 # Prometheus multiprocess mode: every worker writes its samples to this folder and /metrics sums
-# them. It must be set before any worker imports prometheus_client (the app is not preloaded).
+# them. It must be set before the app (and prometheus_client) is imported, here in the master.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="authsvc-metrics-")
 
@@ -88,6 +95,10 @@ _metrics_server = None
 
 def when_ready(server):
     global _metrics_server
+    # The preloaded app's objects move to the permanent generation: the workers' collections
+    # never write to (and so never un-share) the pages they live on.
+    gc.collect()
+    gc.freeze()
     bind_to = os.environ.get("AUTHSVC_METRICS_BIND", "").strip()
     if not bind_to:
         return
@@ -108,6 +119,9 @@ def when_ready(server):
 def post_fork(server, worker):
     if _metrics_server is not None:
         _metrics_server.socket.close()
+    from authsvc.runtime import reset_after_fork
+
+    reset_after_fork(server.app.wsgi())
 
 
 def on_starting(server):

@@ -50,6 +50,24 @@ def runtime() -> Runtime:
     return current_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
 
 
+def reset_after_fork(app: Flask) -> None:
+    """In a worker forked from a master that loaded the app (gunicorn's preload_app): nothing
+    that holds a connection may be shared with the master or a sibling. The database pool is
+    replaced without closing the master's connections (SQLAlchemy's recipe for forks), and
+    the Redis pool is emptied; the caches (keys, verified tokens) are plain memory, kept.
+    Anything but an authsvc app (the benchmark's baseline, under the same gunicorn.conf.py) is
+    left alone."""
+    if EXTENSION_KEY not in getattr(app, "extensions", {}):
+        return
+    with app.app_context():
+        from .extensions import db
+
+        db.engine.dispose(close=False)
+        redis_client = runtime().redis
+        if redis_client is not None:
+            redis_client.connection_pool.reset()
+
+
 def build_runtime(settings: Settings) -> Runtime:
     redis_client = _redis_client(settings.redis_url) if settings.redis_url else None
     return Runtime(

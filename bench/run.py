@@ -80,6 +80,7 @@ TARGETS = {
     "jwks_vs_protected": "JWKS req/s / baseline /protected req/s >= 1.0",
     "refresh_vs_baseline": "/refresh req/s / baseline /refresh req/s >= 0.5 (SQLite), 0.4 (PG)",
     "worker_rss_mb": "largest gunicorn worker RSS 3 s after the load <= 80 MB",
+    "worker_uss_mb": "largest gunicorn worker USS (what it does not share) <= 35 MB",
 }
 
 
@@ -178,6 +179,29 @@ def worker_rss_mb(master_pid: int, field: str = "VmRSS") -> list[float]:
             kib = int(fields[field].split()[0])
             sizes.append(round(kib * 1024 / 1e6, 1))
     return sorted(sizes)
+
+
+def worker_memory_mb(master_pid: int) -> dict[str, list[float]]:
+    """USS (Private_Clean + Private_Dirty: what the worker alone holds, freed if it exits) and
+    PSS (its share of everything it maps) of every child of ``master_pid``, from
+    /proc/<pid>/smaps_rollup, in MB (10^6 bytes). With the app preloaded in the master, RSS
+    counts the pages a worker shares with the master and its siblings; USS does not."""
+    uss, pss = [], []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if f"PPid:\t{master_pid}\n" not in status.read_text():
+                continue
+            rollup = status.with_name("smaps_rollup").read_text()
+        except OSError:
+            continue
+        kib = {
+            name: int(value.split()[0])
+            for name, _, value in (line.partition(":") for line in rollup.splitlines()[1:])
+            if value.strip().endswith("kB")
+        }
+        uss.append(round((kib["Private_Clean"] + kib["Private_Dirty"]) * 1024 / 1e6, 1))
+        pss.append(round(kib["Pss"] * 1024 / 1e6, 1))
+    return {"uss": sorted(uss), "pss": sorted(pss)}
 
 
 def _master_pid(port: int) -> int:
@@ -425,6 +449,10 @@ def bench_side_by_side(args, backend: str, workdir: Path, workers: int) -> dict:
                 },
                 "worker_rss_mb": worker_rss_mb(server.master),
                 "worker_peak_rss_mb": worker_rss_mb(server.master, "VmHWM"),
+                **{
+                    f"worker_{kind}_mb": sizes
+                    for kind, sizes in worker_memory_mb(server.master).items()
+                },
             }
     return run
 
@@ -795,6 +823,7 @@ def ratios(backend: str, run: dict, argon2: dict[str, float]) -> dict:
         return round(a / b, 3) if b else None
 
     rss = max(run["authsvc"]["worker_rss_mb"], default=None)
+    uss = max(run["authsvc"].get("worker_uss_mb", []), default=None)
     table = {
         "login_efficiency": (ratio(ours["login"]["rps"], raw), 0.9, ">="),
         "me_vs_protected": (ratio(ours["me"]["rps"], base["protected"]["rps"]), 0.7, ">="),
@@ -805,6 +834,7 @@ def ratios(backend: str, run: dict, argon2: dict[str, float]) -> dict:
             ">=",
         ),
         "worker_rss_mb": (rss, 80.0, "<="),
+        "worker_uss_mb": (uss, 35.0, "<="),
     }
     out = {}
     for name, (value, target, op) in table.items():
@@ -838,7 +868,8 @@ def print_report(report: dict) -> None:
             print(
                 f"{server:<9} worker RSS MB: {run[server]['worker_rss_mb']} "
                 f"({RSS_SETTLE_SECONDS:g} s after the load; peak "
-                f"{run[server].get('worker_peak_rss_mb')})"
+                f"{run[server].get('worker_peak_rss_mb')}); USS "
+                f"{run[server].get('worker_uss_mb')}, PSS {run[server].get('worker_pss_mb')}"
             )
         _print_ratios(run["ratios"], "ratio")
 

@@ -66,11 +66,20 @@ def test_bench_harness_runs(tmp_path: Path) -> None:
             assert len(figures["rounds_p99_ms"]) == 2, (server, name, figures)
             assert 0 < figures["p50_ms"] <= figures["p99_ms"], (server, name, figures)
         assert run[server]["worker_rss_mb"] and min(run[server]["worker_rss_mb"]) > 0
+        # What a worker does not share is less than what it maps, and its share lies between.
+        for uss, pss, rss in zip(
+            run[server]["worker_uss_mb"],
+            run[server]["worker_pss_mb"],
+            run[server]["worker_rss_mb"],
+            strict=True,
+        ):
+            assert 0 < uss <= pss <= rss, run[server]
     ratios = run["ratios"]
     for name in ("login_efficiency", "me_vs_protected", "jwks_vs_protected"):
         assert ratios[name]["value"] > 0 and ratios[name]["met"] in {True, False}
     assert ratios["refresh_vs_baseline"]["value"] > 0
     assert ratios["worker_rss_mb"]["value"] > 0
+    assert 0 < ratios["worker_uss_mb"]["value"] <= ratios["worker_rss_mb"]["value"]
 
 
 @pytest.mark.services

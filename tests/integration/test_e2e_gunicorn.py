@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jwt
 import psycopg
@@ -175,3 +176,57 @@ def test_gunicorn_knows_the_apps_body_limit():
 
     text = (ROOT / "gunicorn.conf.py").read_text()
     assert f"MAX_BODY_BYTES = {MAX_BODY_BYTES // 1024} * 1024" in text
+
+
+def _gunicorn_processes(base_url: str) -> tuple[int, list[int]]:
+    """The master and worker pids of the gunicorn serving ``base_url`` (from /proc)."""
+    bind = f"GUNICORN_BIND={base_url.removeprefix('http://')}".encode()
+    pids = {}
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if bind in environ.read_bytes().split(b"\0"):
+                status = environ.with_name("status").read_text()
+                parent = next(line for line in status.splitlines() if line.startswith("PPid:"))
+                pids[int(environ.parent.name)] = int(parent.split()[1])
+        except OSError:
+            continue  # gone, or not ours to read
+    master = next(pid for pid, parent in pids.items() if parent not in pids)
+    return master, [pid for pid, parent in pids.items() if parent == master]
+
+
+def _sockets_to(port: int, pids: list[int]) -> dict[int, set[int]]:
+    """For each pid, the inodes of its TCP sockets connected to ``port`` on this machine."""
+    remote = f":{port:04X}"
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[2].endswith(remote):
+                inodes.add(int(fields[9]))
+    owned: dict[int, set[int]] = {}
+    for pid in pids:
+        found = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            target = os.readlink(fd) if fd.is_symlink() else ""
+            if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+                found.add(int(target[8:-1]))
+        owned[pid] = found
+    return owned
+
+
+def test_each_worker_forked_from_the_preloaded_master_has_its_own_connections(server: Server):
+    """gunicorn.conf.py preloads the app in the master; no database connection may be shared
+    across the fork (two processes on one socket interleave their protocol)."""
+    master, workers = _gunicorn_processes(server.base_url)
+    answer = requests.post(
+        server.url("/signup"), json={"username": "preload", "password": PASSWORD}, timeout=30
+    )
+    assert answer.status_code == 201, answer.text
+    headers = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+    for _ in range(40):  # new connections, spread over the workers; each /me reads a session
+        assert requests.get(server.url("/me"), headers=headers, timeout=10).status_code == 200
+    database = os.environ.get("AUTHSVC_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
+    owned = _sockets_to(urlsplit(database).port or 5432, [master, *workers])
+    assert not owned[master], "the master holds database connections its workers inherited"
+    every = [inode for pid in workers for inode in owned[pid]]
+    assert len(every) == len(set(every)), owned  # no socket in two workers
