@@ -9,10 +9,11 @@ and sessions, and drives loopback load with wrk (bench/wrk.lua) on POST /login, 
 GET /me, GET /.well-known/jwks.json and POST /introspect, one endpoint at a time; then reads the
 gunicorn workers' RSS. It then starts bench/baseline_app.py (flask-jwt-extended the tutorial
 way) under the same gunicorn settings and loads its /login, /refresh and /protected. Before the
-servers, it measures raw argon2 verifications per second with the configured cost in as many
-processes as gunicorn workers (and in one per CPU). It prints a table and the ratios against the
-issue's targets, and writes everything to a JSON file (default bench/results/<UTC time>.json).
-With --chart it also draws it as a PNG beside the JSON file (bench/chart.py, needs matplotlib).
+servers, it measures raw argon2 verifications per second with the configured cost in one
+process per CPU (the login target's divisor) and in as many processes as gunicorn workers. It
+prints a table and the ratios against the issue's targets, and writes everything to a JSON
+file (default bench/results/<UTC time>.json). With --chart it also draws it as a PNG beside the
+JSON file (bench/chart.py, needs matplotlib).
 
 --scale N1,N2,... (PostgreSQL + Redis only) measures instead how login and refresh hold up as
 the users table grows: for each N, a fresh throwaway database is migrated and seeded directly
@@ -75,7 +76,7 @@ AUTHSVC_ENDPOINTS = ["jwks", "me", "introspect", "refresh", "login"]
 BASELINE_ENDPOINTS = ["protected", "refresh", "login"]
 # name: (what, target, the ratio's numerator and denominator: (server, endpoint) or "argon2")
 TARGETS = {
-    "login_efficiency": "login req/s / raw argon2 verifies/s (processes = workers) >= 0.9",
+    "login_efficiency": "login req/s / raw argon2 verifies/s, one process per CPU >= 0.9",
     "me_vs_protected": "/me req/s / baseline /protected req/s >= 0.7",
     "jwks_vs_protected": "JWKS req/s / baseline /protected req/s >= 1.0",
     "refresh_vs_baseline": "/refresh req/s / baseline /refresh req/s >= 0.5 (SQLite), 0.4 (PG)",
@@ -816,7 +817,10 @@ def run_scale(args: argparse.Namespace, report: dict, workers: int) -> int:
 
 def ratios(backend: str, run: dict, argon2: dict[str, float]) -> dict:
     ours, base = run["authsvc"]["endpoints"], run["baseline"]["endpoints"]
-    raw = argon2[str(run["workers"])]
+    # The machine's limit: raw argon2 in one process per CPU (a worker's threads hash on every
+    # core too, so "as many processes as workers" overstated login on the one-worker SQLite).
+    cpus = str(os.cpu_count() or 1)
+    raw = argon2.get(cpus, argon2[str(run["workers"])])
     refresh_target = 0.5 if backend == "sqlite" else 0.4
 
     def ratio(a: float, b: float) -> float | None:
@@ -840,11 +844,10 @@ def ratios(backend: str, run: dict, argon2: dict[str, float]) -> dict:
     for name, (value, target, op) in table.items():
         met = None if value is None else (value >= target if op == ">=" else value <= target)
         out[name] = {"value": value, "target": f"{op} {target}", "met": met}
-    # For reading the login figure: the same ratio against one process per CPU.
-    cpus = str(os.cpu_count() or 1)
-    if cpus in argon2 and cpus != str(run["workers"]):
-        out["login_vs_all_cores"] = {
-            "value": ratio(ours["login"]["rps"], argon2[cpus]),
+    # The earlier measure, kept for comparison with older result files.
+    if str(run["workers"]) != cpus:
+        out["login_vs_worker_processes"] = {
+            "value": ratio(ours["login"]["rps"], argon2[str(run["workers"])]),
             "target": "(information)",
             "met": None,
         }
