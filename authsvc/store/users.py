@@ -62,18 +62,22 @@ def add(user: User) -> None:
     db.session.flush()
 
 
+def _password_still_current(user_id: uuid.UUID, checked_version: int) -> list[Any]:
+    """The user still has the password a caller verified (``checked_version``) and is active."""
+    return [
+        User.id == user_id,
+        User.password_version == checked_version,
+        User.disabled_at.is_(None),
+    ]
+
+
 def upgrade_password_hash(user_id: uuid.UUID, checked_version: int, new_hash: str) -> bool:
     """Store the same password under the current parameters, if the password a login verified
-    (``checked_version``) is still the user's and the user is active; whether it was (the
-    caller's transaction, which holds the row from here on). The version stays: a rehash is
-    not a change."""
+    is still the user's and the user is active; whether it was (the caller's transaction, which
+    holds the row from here on). The version stays: a rehash is not a change."""
     result = db.session.execute(
         update(User)
-        .where(
-            User.id == user_id,
-            User.password_version == checked_version,
-            User.disabled_at.is_(None),
-        )
+        .where(*_password_still_current(user_id, checked_version))
         .values(password_hash=new_hash)
     )
     return result.rowcount == 1
@@ -82,8 +86,8 @@ def upgrade_password_hash(user_id: uuid.UUID, checked_version: int, new_hash: st
 def change_password_if_current(
     user_id: uuid.UUID, checked_version: int, new_hash: str, session_id: uuid.UUID
 ) -> bool:
-    """A user's own change: only if the password verified (``checked_version``) is still the
-    user's, the user active, and the session asking still live; whether it was."""
+    """A user's own change: only if the password verified is still the user's, the user
+    active, and the session asking still live; whether it was."""
     session_live = exists().where(
         Session.id == session_id,
         Session.user_id == User.id,
@@ -92,12 +96,7 @@ def change_password_if_current(
     )
     result = db.session.execute(
         update(User)
-        .where(
-            User.id == user_id,
-            User.password_version == checked_version,
-            User.disabled_at.is_(None),
-            session_live,
-        )
+        .where(*_password_still_current(user_id, checked_version), session_live)
         .values(password_hash=new_hash, password_version=User.password_version + 1)
     )
     return result.rowcount == 1

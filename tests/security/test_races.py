@@ -31,20 +31,32 @@ def _login(service: Service, password: str) -> requests.Response:
     )
 
 
-def _login_overlapping(service: Service, change: Callable[[], None]) -> requests.Response:
-    """Log in with PASSWORD while ``change`` runs a third of the way through the login's hash
-    (timed from a login just before, so a loaded machine only stretches both alike)."""
+def _timed_login(service: Service) -> float:
+    """Seconds one login with PASSWORD takes now (a loaded machine stretches the overlapped
+    request and this measure alike)."""
     started = time.monotonic()
     assert _login(service, PASSWORD).status_code == 200
-    duration = time.monotonic() - started
+    return time.monotonic() - started
+
+
+def _overlapping(
+    request: Callable[[], requests.Response], change: Callable[[], None], after: float
+) -> requests.Response:
+    """``request`` in a thread, ``change`` ``after`` seconds into it; the request's answer."""
     answers: list[requests.Response] = []
-    login = threading.Thread(target=lambda: answers.append(_login(service, PASSWORD)))
-    login.start()
-    time.sleep(duration / 3)
+    thread = threading.Thread(target=lambda: answers.append(request()))
+    thread.start()
+    time.sleep(after)
     change()
-    login.join(timeout=120)
-    assert not login.is_alive() and answers, "the login did not answer"
+    thread.join(timeout=120)
+    assert not thread.is_alive() and answers, "the request did not answer"
     return answers[0]
+
+
+def _login_overlapping(service: Service, change: Callable[[], None]) -> requests.Response:
+    """Log in with PASSWORD while ``change`` runs a third of the way through the login's hash."""
+    duration = _timed_login(service)
+    return _overlapping(lambda: _login(service, PASSWORD), change, duration / 3)
 
 
 def _live_sessions(service: Service) -> int:
@@ -94,18 +106,11 @@ def test_a_login_that_upgrades_an_outdated_hash_gets_no_session_after_a_reset(st
                 admin.set_password("alice", OTHER_PASSWORD)
 
         # A first login, timed, upgrades the hash; then a slow, outdated one is stored again.
-        started = time.monotonic()
-        assert _login(service, PASSWORD).status_code == 200
-        duration = time.monotonic() - started
+        duration = _timed_login(service)
         with operator.app_context():
             admin.set_password("alice", PASSWORD)
-        answers: list[requests.Response] = []
-        login = threading.Thread(target=lambda: answers.append(_login(service, PASSWORD)))
-        login.start()
-        time.sleep(duration / 3)
-        reset()
-        login.join(timeout=120)
-        assert answers and answers[0].status_code == 401, answers
+        answer = _overlapping(lambda: _login(service, PASSWORD), reset, duration / 3)
+        assert answer.status_code == 401, answer.text
         assert _live_sessions(service) == 0
 
 
@@ -118,33 +123,30 @@ def test_a_password_change_in_flight_loses_to_a_reset_or_a_logout(start_service,
         stolen = requests.post(
             service.url("/signup"), json={"username": "alice", "password": PASSWORD}, timeout=60
         ).json()
-        owner = _login(service, PASSWORD)  # also times one verification
-        started = time.monotonic()
-        assert _login(service, PASSWORD).status_code == 200
-        duration = time.monotonic() - started
+        owner = _login(service, PASSWORD)
+        duration = _timed_login(service)
         operator = app_beside(service)
         attacker_password = "the attacker's own passphrase"
-        answers: list[requests.Response] = []
         body = {"current_password": PASSWORD, "new_password": attacker_password}
         headers = {"Authorization": f"Bearer {stolen['access_token']}"}
-        attack = threading.Thread(
-            target=lambda: answers.append(
-                requests.post(service.url("/password"), json=body, headers=headers, timeout=60)
-            )
-        )
-        attack.start()
-        time.sleep(duration / 2)  # inside the change's first argon2 run
-        if change == "reset":
-            with operator.app_context():
-                admin.set_password("alice", OTHER_PASSWORD)
-        else:
+
+        def owner_acts() -> None:
+            if change == "reset":
+                with operator.app_context():
+                    admin.set_password("alice", OTHER_PASSWORD)
+                return
             owner_headers = {"Authorization": f"Bearer {owner.json()['access_token']}"}
             logout = requests.post(
                 service.url("/logout"), json={"scope": "global"}, headers=owner_headers, timeout=30
             )
             assert logout.status_code == 204
-        attack.join(timeout=120)
-        assert answers and answers[0].status_code == 401, answers and answers[0].text
+
+        answer = _overlapping(  # the owner acts inside the change's first argon2 run
+            lambda: requests.post(service.url("/password"), json=body, headers=headers, timeout=60),
+            owner_acts,
+            duration / 2,
+        )
+        assert answer.status_code == 401, answer.text
         assert _login(service, attacker_password).status_code == 401
         expected = OTHER_PASSWORD if change == "reset" else PASSWORD
         assert _login(service, expected).status_code == 200
