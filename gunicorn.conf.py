@@ -128,8 +128,8 @@ def on_starting(server):
     if not _redis:
         mode = "one process" if workers == 1 else f"{workers} processes"
         print(
-            f"authsvc: no REDIS_URL: serving from {mode} with {threads} threads; the "
-            "access-token denylist is kept in the database, rate-limit counters in process memory",
+            f"authsvc: no REDIS_URL: serving from {mode} with {threads} threads; rate-limit "
+            "counters in process memory, every token check reads its session from the database",
             file=sys.stderr,
         )
         if workers > 1:

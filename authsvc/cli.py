@@ -149,15 +149,12 @@ def keys_list() -> None:
 @click.command("prune")
 @with_appcontext
 def prune_command() -> None:
-    """Delete expired sessions, long-revoked sessions, expired denylist rows and dead keys.
+    """Delete expired sessions, long-revoked sessions and dead keys.
 
     A token naming a deleted session is rejected like a revoked one, so deleting is always safe.
     """
     pruned = admin.prune()
-    click.echo(
-        f"pruned {pruned.sessions} expired sessions, {pruned.denylist_entries} expired denylist "
-        f"entries, {pruned.keys} dead keys"
-    )
+    click.echo(f"pruned {pruned.sessions} expired sessions, {pruned.keys} dead keys")
 
 
 def bind_migrations(app: Flask) -> None:

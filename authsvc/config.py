@@ -47,6 +47,7 @@ class Settings:
     session_max_age: int
     refresh_reuse_grace: int
     leeway: int
+    session_cache_seconds: float
     key_rotation_days: int
     password_min_length: int
     password_max_length: int
@@ -94,6 +95,7 @@ KNOWN_VARIABLES = frozenset(
         "AUTHSVC_SESSION_MAX_AGE",
         "AUTHSVC_REFRESH_REUSE_GRACE",
         "AUTHSVC_LEEWAY",
+        "AUTHSVC_SESSION_CACHE_SECONDS",
         "AUTHSVC_KEY_ROTATION_DAYS",
         "AUTHSVC_PASSWORD_MIN_LENGTH",
         "AUTHSVC_PASSWORD_MAX_LENGTH",
@@ -168,9 +170,7 @@ class _Reader:
         return value
 
     def csv(self, name: str) -> tuple[str, ...]:
-        text = self.raw(name)
-        if text is None:
-            return ()
+        text = self.raw(name) or ""
         return tuple(part.strip() for part in text.split(",") if part.strip())
 
     def rate_limit(self, name: str, default: str) -> str:
@@ -376,6 +376,8 @@ def _token_settings(read: _Reader) -> dict[str, Any]:
         "session_max_age": session_max_age,
         "refresh_reuse_grace": read.integer("AUTHSVC_REFRESH_REUSE_GRACE", 10, maximum=300),
         "leeway": read.integer("AUTHSVC_LEEWAY", 10, maximum=MAX_LEEWAY),
+        # With REDIS_URL only, while the revocation subscription is healthy (0: never cache).
+        "session_cache_seconds": read.integer("AUTHSVC_SESSION_CACHE_SECONDS", 2, maximum=30),
         "key_rotation_days": read.integer("AUTHSVC_KEY_ROTATION_DAYS", 30),
         "jwks_max_age": read.integer("AUTHSVC_JWKS_MAX_AGE", 300, maximum=86_400),
     }

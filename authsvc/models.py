@@ -213,12 +213,3 @@ class SigningKey(db.Model):
             postgresql_where=text("state = 'next'"),
         ),
     )
-
-
-class RevokedToken(db.Model):
-    """The denylist when no Redis is configured; rows are pruned once the token has expired."""
-
-    __tablename__ = "revoked_tokens"
-
-    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -46,6 +46,13 @@ SECURITY_EVENTS = Counter(
     "Security events (login_failed, refresh_reuse_detected, ...).",
     ["event"],
 )
+# How each token check learnt its session's state (authsvc.tokens.session_states): "cache",
+# "database" (cache usable, row not in it) or "bypass" (no healthy revocation subscription).
+SESSION_STATE_READS = Counter(
+    "authsvc_session_state_reads_total",
+    "Token checks by where the session state came from.",
+    ["source"],
+)
 
 request_log = logging.getLogger("authsvc.request")
 security_log = logging.getLogger("authsvc.security")

@@ -1,6 +1,6 @@
 """The per-app objects the services and token checks need, in one typed container under one
-``app.extensions`` key: settings, password hasher and policy, key ring, denylist, Redis client,
-verified-token cache, failed-guess counters."""
+``app.extensions`` key: settings, password hasher and policy, key ring, Redis client,
+verified-token cache, session-state cache, failed-guess counters."""
 
 from __future__ import annotations
 
@@ -8,15 +8,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from flask import Flask, current_app
+from flask import Flask, current_app, has_app_context
+from sqlalchemy import event
+from sqlalchemy.orm import Session as OrmSession
 
 from .config import Settings
+from .extensions import db
 from .security.attempts import FailureLimits
 from .security.breached import BreachedPasswordChecker
 from .security.keys import KeyPolicy, KeyRing
 from .security.passwords import PasswordHasher, PasswordPolicy
-from .store.denylist import DatabaseDenylist, Denylist, RedisDenylist
+from .store.sessions import REVOKED_PENDING_KEY
 from .tokens.cache import VerifiedTokens
+from .tokens.session_states import SessionStates
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -33,16 +37,38 @@ class Runtime:
     hasher: PasswordHasher
     password_policy: PasswordPolicy
     keyring: KeyRing
-    denylist: Denylist
     redis: Redis | None
     verified_tokens: VerifiedTokens
+    session_states: SessionStates
     failures: FailureLimits
 
 
 def register_runtime(app: Flask, settings: Settings) -> Runtime:
     built = build_runtime(settings)
     app.extensions[EXTENSION_KEY] = built
+    _install_revocation_hooks()
     return built
+
+
+def _install_revocation_hooks() -> None:
+    """After a commit, announce the sessions it revoked (``store.sessions.revoke`` noted them on
+    the ORM session) to every process's session-state cache; after a rollback, forget them.
+    ``db`` is one object for every app, so the hooks are installed once and find the app's
+    runtime when they run."""
+    if event.contains(db.session, "after_commit", _announce_revoked):
+        return
+    event.listen(db.session, "after_commit", _announce_revoked)
+    event.listen(db.session, "after_rollback", _forget_revoked)
+
+
+def _announce_revoked(orm_session: OrmSession) -> None:
+    revoked = orm_session.info.pop(REVOKED_PENDING_KEY, None)
+    if revoked and has_app_context() and EXTENSION_KEY in current_app.extensions:
+        runtime().session_states.announce(revoked)
+
+
+def _forget_revoked(orm_session: OrmSession) -> None:
+    orm_session.info.pop(REVOKED_PENDING_KEY, None)
 
 
 def runtime() -> Runtime:
@@ -54,7 +80,8 @@ def reset_after_fork(app: Flask) -> None:
     """In a worker forked from a master that loaded the app (gunicorn's preload_app): nothing
     that holds a connection may be shared with the master or a sibling. The database pool is
     replaced without closing the master's connections (SQLAlchemy's recipe for forks), and
-    the Redis pool is emptied; the caches (keys, verified tokens) are plain memory, kept.
+    the Redis pool is emptied; the key and verified-token caches are plain memory, kept (the
+    session-state cache starts empty in each process with its own subscriber).
     Anything but an authsvc app (the benchmark's baseline, under the same gunicorn.conf.py) is
     left alone."""
     if EXTENSION_KEY not in getattr(app, "extensions", {}):
@@ -87,9 +114,9 @@ def build_runtime(settings: Settings) -> Runtime:
             ),
         ),
         keyring=KeyRing(secret_key=settings.secret_key, policy=key_policy(settings)),
-        denylist=RedisDenylist(redis_client) if redis_client is not None else DatabaseDenylist(),
         redis=redis_client,
         verified_tokens=VerifiedTokens(),
+        session_states=SessionStates(settings.session_cache_seconds, redis_client),
         failures=FailureLimits(settings.redis_url, enabled=settings.ratelimit_enabled),
     )
 

@@ -103,6 +103,7 @@ def make_app(database_config: dict[str, str]) -> Iterator[AppFactory]:
 
     yield factory
     for app in apps:
+        app.extensions["authsvc"].session_states.close()
         with app.app_context():
             db.engine.dispose()
 

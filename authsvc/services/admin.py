@@ -13,7 +13,6 @@ from ..models import User, utcnow
 from ..observability import security_event
 from ..runtime import runtime
 from ..security import keys, usernames
-from ..store import denylist as denylist_store
 from ..store import sessions as session_store
 from ..store import users as user_store
 from ..store.database import write_transaction
@@ -90,17 +89,15 @@ def revoke_session_by_id(session_id: uuid.UUID) -> int:
 @dataclass(frozen=True)
 class Pruned:
     sessions: int
-    denylist_entries: int
     keys: int
 
 
 def prune() -> Pruned:
-    """Delete expired sessions, long-revoked sessions, expired denylist rows and dead keys.
+    """Delete expired sessions, long-revoked sessions and dead keys.
 
     A token naming a deleted session is rejected like a revoked one, so deleting is always safe.
     """
     with write_transaction():
         sessions = session_store.delete_dead(revoked_before=utcnow() - REVOKED_SESSION_KEEP)
-        denied = denylist_store.delete_expired_rows()
     dead_keys = keys.delete_dead_keys(runtime().keyring.policy.retain_retired)
-    return Pruned(sessions=sessions, denylist_entries=denied, keys=dead_keys)
+    return Pruned(sessions=sessions, keys=dead_keys)

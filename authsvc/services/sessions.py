@@ -12,7 +12,6 @@ from ..observability import security_event
 from ..runtime import runtime
 from ..store import sessions as session_store
 from ..store.database import write_transaction
-from ..store.denylist import DenylistUnavailable
 from ..tokens.issue import issue_pair
 
 log = logging.getLogger("authsvc.sessions")
@@ -88,23 +87,7 @@ def logout(context: AccessContext, scope: LogoutScope) -> None:
             count = session_store.revoke(
                 user_id=user_id, except_session_id=context.session_id, reason="logout_others"
             )
-        if scope != "others" and context.token_type == "access":  # noqa: S105
-            _deny(context)
     security_event("sessions_revoked", user_id=str(user_id), scope=scope, count=count)
-
-
-def _deny(context: AccessContext) -> None:
-    # The session row is the authority; the denylist is a second line, so a logout succeeds
-    # while Redis is unreachable (the token is refused everywhere once the revocation commits).
-    try:
-        runtime().denylist.add(context.jti, _deny_until(context.expires_at))
-    except DenylistUnavailable:
-        log.warning("denylist unreachable; the logout is in the database only")
-
-
-def _deny_until(expires_at: datetime) -> datetime:
-    # Tokens are accepted up to `leeway` seconds past exp; keep the entry that long too.
-    return expires_at + timedelta(seconds=runtime().settings.leeway)
 
 
 def list_sessions(user_id: uuid.UUID) -> list[Session]:

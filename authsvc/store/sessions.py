@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, delete, exists, insert, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..extensions import db
-from ..models import RevokedToken, Session, User, utcnow
+from ..models import Session, User, utcnow
 from .database import single_statement
 from .direct import DirectStatement
 
@@ -35,18 +35,14 @@ _SELECT_PRINCIPAL = (
 )
 # The token check: the session named by `sid` and its user, in one read outside any transaction.
 PRINCIPAL = DirectStatement(_SELECT_PRINCIPAL)
-# The same, with the database denylist's entry for `jti` riding along as the column `denied`.
-PRINCIPAL_AND_DENIED = DirectStatement(
-    _SELECT_PRINCIPAL.add_columns(
-        exists().where(RevokedToken.jti == bindparam("jti")).label("denied")
-    )
-)
+# Where revoke() leaves what a transaction revoked, for the after_commit hook that announces it
+# to every process's session-state cache (authsvc.runtime, authsvc.tokens.session_states).
+REVOKED_PENDING_KEY = "authsvc.revoked"
 
 
-def principal_row(sid: uuid.UUID, jti: str, *, with_denied: bool) -> Any:
-    """The token check's row (None: no such session); ``with_denied`` adds ``denied``."""
-    statement = PRINCIPAL_AND_DENIED if with_denied else PRINCIPAL
-    return statement.first({"sid": sid, "jti": jti})
+def principal_row(sid: uuid.UUID) -> Any:
+    """The token check's row: the session and its user (None: no such session)."""
+    return PRINCIPAL.first({"sid": sid})
 
 
 def _user_column(column: Any) -> Any:
@@ -182,7 +178,8 @@ def revoke(
     user_id: uuid.UUID | None = None,
     except_session_id: uuid.UUID | None = None,
 ) -> int:
-    """Revoke the live sessions that match every filter given; how many."""
+    """Revoke the live sessions that match every filter given; how many. What was revoked is
+    announced once the caller's transaction commits (``REVOKED_PENDING_KEY``)."""
     where: list[ColumnElement[bool]] = [Session.revoked_at.is_(None)]
     if session_id is not None:
         where.append(Session.id == session_id)
@@ -198,6 +195,9 @@ def revoke(
         .values(revoked_at=utcnow(), revoked_reason=reason)
         .execution_options(synchronize_session=False)
     )
+    pending = db.session.info.setdefault(REVOKED_PENDING_KEY, [])
+    # A user-wide revocation names the user, so caches drop every session of theirs at once.
+    pending.append(("s", str(session_id)) if user_id is None else ("u", str(user_id)))
     return result.rowcount or 0
 
 

@@ -11,7 +11,8 @@ tokens that passed full verification:
   against the clock with the configured leeway (exactly PyJWT's comparisons), and that the
   signing key (``kid``) is still published. If any fails, the entry is dropped and the token
   takes the full path, which gives the usual error.
-- Revocation is never cached: the session and denylist checks run on every request after this.
+- Revocation is not decided here: the session check runs on every request after this
+  (``tokens.session_states`` may answer it from memory, on its own terms).
 - Decoding with a CSRF value (cookie mode) or with ``allow_expired`` always takes the full path,
   and only access tokens are stored (a refresh token is used once).
 

@@ -8,7 +8,6 @@ answers whether a verified token's session still lets it in (``principal``).
 
 from __future__ import annotations
 
-import logging
 import uuid
 from typing import Any
 
@@ -18,13 +17,15 @@ from jwt.exceptions import InvalidAlgorithmError, InvalidTokenError, PyJWTError
 
 from ..errors import TokenRevoked
 from ..models import Caller, Principal, utcnow
+from ..observability import SESSION_STATE_READS
 from ..runtime import runtime
 from ..security.keys import HMAC_ALG
 from ..store import sessions as session_store
-from ..store.denylist import DenylistUnavailable
 from .issue import ACCESS_TYP, REFRESH_TYP
 
-log = logging.getLogger("authsvc.tokens")
+_FROM_CACHE = SESSION_STATE_READS.labels("cache")
+_FROM_DATABASE = SESSION_STATE_READS.labels("database")
+_BYPASSED = SESSION_STATE_READS.labels("bypass")
 _REQUIRED_CLAIMS = ("iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "type")
 
 
@@ -98,40 +99,35 @@ def verification_key(header: dict[str, Any], claims: dict[str, Any]) -> Any:
 
 def principal(claims: dict[str, Any]) -> Principal | None:
     """Who a verified token names and whether its session still lets it in (DESIGN §3
-    Revocation: session row, user, and the denylist by ``jti`` for access tokens).
+    Revocation: the session row is the authority).
 
-    One read statement outside any transaction; with the denylist in Redis, one EXISTS after it
-    (skipped while Redis is unreachable: the session row decides). None when the session does
-    not exist. Database errors propagate: fail closed (503).
+    The row comes from this process's session-state cache while its revocation subscription is
+    healthy (``tokens.session_states``), else from one read statement outside any transaction.
+    Liveness is computed from the row every time. None when the session does not exist.
+    Database errors propagate: fail closed (503).
     """
-    denylist = runtime().denylist
-    row = session_store.principal_row(
-        uuid.UUID(claims["sid"]), claims["jti"], with_denied=denylist.checked_with_session
-    )
-    if row is None:
-        return None
+    session_id = uuid.UUID(claims["sid"])
+    states = runtime().session_states
+    row = states.get(session_id)
+    if row is not None:
+        _FROM_CACHE.inc()
+    else:
+        epoch = states.reading()
+        (_BYPASSED if epoch is None else _FROM_DATABASE).inc()
+        row = session_store.principal_row(session_id)
+        if row is None:
+            return None
+        states.put(session_id, row.id, row, epoch)
     live = (
         row.revoked_at is None
         and row.expires_at > utcnow()
         and row.disabled_at is None
         and str(row.id) == claims["sub"]
     )
-    if live and claims["type"] == "access":
-        live = not (row.denied if denylist.checked_with_session else _denied(claims["jti"]))
     caller = Caller(
         id=row.id, username=row.username, roles=list(row.roles or []), created_at=row.created_at
     )
     return Principal(caller=caller, live=live)
-
-
-def _denied(jti: str) -> bool:
-    try:
-        return runtime().denylist.contains(jti)
-    except DenylistUnavailable:
-        # Fall back to the database (DESIGN §3): the session row just read is the authority, and
-        # every denylisted jti belongs to a session that was revoked there first.
-        log.warning("denylist unreachable; the session row decides")
-        return False
 
 
 def live_caller(claims: dict[str, Any]) -> Caller:
@@ -152,7 +148,8 @@ def is_revoked(_header: dict[str, Any], claims: dict[str, Any]) -> bool:
 def introspect(token: str) -> tuple[dict[str, Any], Caller] | None:
     """The claims and user of a live access token, or None (RFC 7662 ``active: false``).
 
-    The same checks as a request to this service: signature, claims, session, denylist.
+    The same checks as a request to this service: signature, claims, session (the same
+    session-state cache, so a revocation on any replica is seen here as quickly).
     Refresh tokens are never active here. Store errors propagate: fail closed (503).
     """
     try:

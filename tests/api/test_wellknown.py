@@ -120,7 +120,7 @@ def test_readyz_is_503_when_redis_is_unreachable(make_app):
 
 def test_token_checks_fall_back_to_the_database_when_redis_is_unreachable(make_app):
     """REDIS_URL set, Redis down (DESIGN §3): the session row decides. A live session is
-    served; a logged-out one stays refused although its denylist entry cannot be read."""
+    served; a logged-out one stays refused, with no revocation subscription to trust."""
     healthy = make_app()
     client = healthy.test_client()
     live = signup(client)

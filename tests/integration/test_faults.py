@@ -14,6 +14,10 @@ and every wait is bounded; every server is stopped in a finally block.
    throttling on, the throttled endpoints answer 503 rather than going unthrottled.
 3. A worker SIGKILLed in the middle of /refresh, before and after the rotation commits: the
    client's retry within the grace window succeeds and there is only ever one live generation.
+4. The revocation broadcast (authsvc.tokens.session_states): with warm session caches, a logout
+   or a CLI disable on one replica is refused on another within 100 ms; while Redis is frozen
+   (no healthy subscription) every check reads the database; a Redis restart or a thaw leaves
+   no stale entry behind.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import pytest
 import requests
 
 from tests.support.helpers import PASSWORD
-from tests.support.servers import authsvc_gunicorn, free_port
+from tests.support.servers import authsvc_gunicorn, flask_command, free_port
 from tests.support.settings import FAST_ARGON2, TEST_SECRET, unavailable
 from tests.support.throwaway import (
     ThrowawayPostgres,
@@ -110,9 +114,10 @@ def redis_server(redis_process: ThrowawayRedis) -> ThrowawayRedis:
 
 
 class Service:
-    def __init__(self, base_url: str, log_path: Path) -> None:
+    def __init__(self, base_url: str, log_path: Path, env: dict[str, str]) -> None:
         self.base_url = base_url
         self.log_path = log_path
+        self.env = env
 
     def call(self, method: str, path: str, **kwargs) -> tuple[requests.Response, float]:
         """One bounded request; the response and how long it took."""
@@ -167,7 +172,7 @@ def authsvc(
     env.update(overrides)
     log_path = tmp_path / "gunicorn.log"
     with authsvc_gunicorn(env, port, log_path) as base_url:
-        yield Service(base_url, log_path)
+        yield Service(base_url, log_path, env)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -357,8 +362,8 @@ def test_redis_down_token_checks_fall_back_to_the_database_and_logout_still_revo
     with authsvc(tmp_path, database, redis_server.url) as service:
         tokens = signup(service, "dave@example.com")
         access = bearer(tokens["access_token"])
-        # A second session logged out before the outage: Redis loses its denylist entry (no
-        # persistence), but the session row stays revoked, so the token must stay refused.
+        # A second session logged out before the outage: its revocation was broadcast before
+        # Redis went away, and the session row stays revoked, so the token must stay refused.
         other = service.post("/login", json=credentials("dave@example.com")).json()
         assert service.post("/logout", headers=bearer(other["access_token"])).status_code == 204
         third = service.post("/login", json=credentials("dave@example.com")).json()
@@ -395,7 +400,7 @@ def test_redis_down_token_checks_fall_back_to_the_database_and_logout_still_revo
         finally:
             redis_server.start()  # same port, empty
 
-        for token in (other, third, fourth):  # revoked stays revoked, denylist empty or not
+        for token in (other, third, fourth):  # revoked stays revoked after the outage
             assert service.get("/me", headers=bearer(token["access_token"])).status_code == 401
             refreshed = service.post("/refresh", headers=bearer(token["refresh_token"]))
             assert refreshed.status_code == 401
@@ -603,3 +608,174 @@ def test_worker_killed_after_rotation_commits_retry_gets_current_generation(
         assert retry.status_code == 200, retry.text
         assert _generation(monitor, sid) == 1  # re-issued in the grace window, not bumped
         _assert_one_live_generation(service, monitor, sid, tokens["refresh_token"], retry.json())
+
+
+# -- 4. the revocation broadcast -------------------------------------------------------------
+
+# Long enough that only the broadcast (or the subscription's health) can explain a refusal.
+LONG_CACHE = {"AUTHSVC_SESSION_CACHE_SECONDS": "30", "WEB_CONCURRENCY": "1"}
+SHARED_ISSUER = "https://auth.replicas.test"
+# DESIGN §3: a revocation on any replica is refused on every replica within this.
+BROADCAST_DEADLINE = 0.1
+
+
+@contextmanager
+def replica(tmp_path: Path, name: str, database: str, redis_url: str) -> Iterator[Service]:
+    """One gunicorn replica of a shared deployment: same database, Redis and issuer; its own
+    metrics listener (the session-state counters are read from it)."""
+    folder = tmp_path / name
+    folder.mkdir()
+    port = free_port()
+    with authsvc(
+        folder,
+        database,
+        redis_url,
+        AUTHSVC_ISSUER=SHARED_ISSUER,
+        AUTHSVC_METRICS_BIND=f"127.0.0.1:{port}",
+        **LONG_CACHE,
+    ) as service:
+        service.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        yield service
+
+
+def session_reads(service: Service) -> dict[str, float]:
+    """authsvc_session_state_reads_total by source: cache, database, bypass."""
+    text = requests.get(service.metrics_url, timeout=CLIENT_TIMEOUT).text
+    reads = {"cache": 0.0, "database": 0.0, "bypass": 0.0}
+    for line in text.splitlines():
+        if line.startswith("authsvc_session_state_reads_total{"):
+            labels, value = line.rsplit(" ", 1)
+            source = labels.split('source="', 1)[1].split('"', 1)[0]
+            reads[source] = float(value)
+    return reads
+
+
+def me_from(service: Service, token: str) -> tuple[int, str]:
+    """GET /me, and where the replica found the session's state for it."""
+    before = session_reads(service)
+    response = service.get("/me", headers=bearer(token))
+    after = session_reads(service)
+    changed = [source for source in after if after[source] != before[source]]
+    assert len(changed) == 1, (before, after)
+    return response.status_code, changed[0]
+
+
+def warm(service: Service, token: str) -> None:
+    """Until the replica answers this token's /me from its cache (subscribed, row stored)."""
+    wait_for(lambda: me_from(service, token) == (200, "cache"), PROMPT, "a /me answered from cache")
+
+
+def revoke_in_database(database_url: str, token: str) -> None:
+    """Revoke a session behind every replica's back: no announcement is made."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute(
+            "UPDATE sessions SET revoked_at = now(), revoked_reason = 'test' WHERE id = %s",
+            (claims(token)["sid"],),
+        )
+
+
+def refused_within(service: Service, token: str, since: float) -> float:
+    """Poll /me until 401; how long after ``since`` it was first refused (bounded)."""
+    while True:
+        response = service.get("/me", headers=bearer(token))
+        elapsed = time.monotonic() - since
+        if response.status_code == 401:
+            return elapsed
+        assert response.status_code == 200, response.text
+        assert elapsed < PROMPT, "still accepted"
+
+
+def test_revocation_on_one_replica_is_refused_on_the_other_within_100_ms(
+    pg: ThrowawayPostgres, redis_server: ThrowawayRedis, tmp_path: Path
+):
+    database = pg.create_database()
+    with (
+        replica(tmp_path, "a", database, redis_server.url) as a,
+        replica(tmp_path, "b", database, redis_server.url) as b,
+    ):
+        tokens = signup(a, "erin@example.com")["access_token"]
+        frank = signup(a, "frank@example.com")["access_token"]
+        for service in (a, b):
+            warm(service, tokens)
+            warm(service, frank)
+
+        response = a.post("/logout", headers=bearer(tokens))
+        assert response.status_code == 204, response.text
+        logged_out = time.monotonic()
+        elapsed = refused_within(b, tokens, logged_out)
+        assert elapsed <= BROADCAST_DEADLINE, f"replica b accepted a logout for {elapsed:.3f} s"
+        assert introspect(b, tokens)[0].json() == {"active": False}
+        assert a.get("/me", headers=bearer(tokens)).status_code == 401
+
+        # An operator's CLI is another process: its disable reaches both replicas the same way.
+        output = flask_command(a.env, "users", "disable", "frank@example.com")
+        assert "disabled" in output
+        disabled = time.monotonic()
+        for service in (a, b):
+            elapsed = refused_within(service, frank, disabled)
+            assert elapsed <= BROADCAST_DEADLINE, f"accepted {elapsed:.3f} s after the disable"
+        # The other replica's cache was warm, and is again for what is still live.
+        assert me_from(b, signup(b, "gus@example.com")["access_token"])[0] == 200
+
+
+def test_redis_frozen_every_check_reads_the_database_and_the_thaw_trusts_nothing_old(
+    pg: ThrowawayPostgres, redis_server: ThrowawayRedis, tmp_path: Path
+):
+    """No healthy subscription (a hung Redis: no answer to its pings), no cache: a session
+    revoked behind the service's back is refused on the very next request. After the thaw,
+    what was cached before the freeze is not trusted again."""
+    database = pg.create_database()
+    with replica(tmp_path, "a", database, redis_server.url) as service:
+        live = signup(service, "hana@example.com")["access_token"]
+        doomed = service.post("/login", json=credentials("hana@example.com")).json()
+        thawed = service.post("/login", json=credentials("hana@example.com")).json()
+        for token in (live, doomed["access_token"], thawed["access_token"]):
+            warm(service, token)
+
+        with redis_server.frozen():
+            wait_for(
+                lambda: me_from(service, live) == (200, "bypass"),
+                PROMPT,
+                "the subscription known unhealthy",
+            )
+            revoke_in_database(database, doomed["access_token"])
+            for _ in range(5):
+                assert me_from(service, doomed["access_token"]) == (401, "bypass")
+                assert me_from(service, live) == (200, "bypass")
+            revoke_in_database(database, thawed["access_token"])
+
+        wait_for(lambda: me_from(service, live) == (200, "cache"), PROMPT, "trusted again")
+        assert service.get("/me", headers=bearer(thawed["access_token"])).status_code == 401
+
+
+def test_redis_restarted_mid_run_leaves_no_stale_cache(
+    pg: ThrowawayPostgres, redis_server: ThrowawayRedis, tmp_path: Path
+):
+    """Announcements made while Redis is away are lost; what each replica cached before must
+    not outlive the outage."""
+    database = pg.create_database()
+    with (
+        replica(tmp_path, "a", database, redis_server.url) as a,
+        replica(tmp_path, "b", database, redis_server.url) as b,
+    ):
+        live = signup(a, "ines@example.com")["access_token"]
+        lost = a.post("/login", json=credentials("ines@example.com")).json()
+        logged_out = a.post("/login", json=credentials("ines@example.com")).json()
+        for service in (a, b):
+            for token in (live, lost["access_token"], logged_out["access_token"]):
+                warm(service, token)
+
+        redis_server.stop()  # SIGKILL
+        try:
+            # One revocation behind the service's back, one by a logout whose broadcast fails.
+            revoke_in_database(database, lost["access_token"])
+            response = a.post("/logout", headers=bearer(logged_out["access_token"]))
+            assert response.status_code == 204, response.text
+        finally:
+            redis_server.start()
+
+        for service in (a, b):
+            wait_for(lambda s=service: me_from(s, live) == (200, "cache"), RECOVERY, "resubscribed")
+            for token in (lost, logged_out):
+                status, _source = me_from(service, token["access_token"])
+                assert status == 401, "a revocation made during the outage was not seen"

@@ -55,7 +55,8 @@ def test_upgrade_matches_the_models(empty_database):
     with app.app_context():
         tables = set(inspect(db.engine).get_table_names())
         db.engine.dispose()
-    assert {"users", "sessions", "signing_keys", "revoked_tokens", "alembic_version"} <= tables
+    assert {"users", "sessions", "signing_keys", "alembic_version"} <= tables
+    assert "revoked_tokens" not in tables  # 0004: the session row alone decides revocation
 
 
 def test_downgrade_and_upgrade_again(empty_database):
