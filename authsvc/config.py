@@ -8,7 +8,6 @@ of misbehaving later.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,20 +15,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .config_email import EmailSettings, email_settings
+from .config_reader import ConfigError, Reader, bind, url
+
 SIGNING_ALGORITHMS = ("ES256", "RS256", "EdDSA")
 TOKEN_LOCATIONS = ("headers", "cookies", "json", "query_string")
 ENVIRONMENTS = ("production", "development")
 MIN_SECRET_LENGTH = 32
 MIN_CLIENT_SECRET = 16
 MAX_LEEWAY = 60
-
-_RATE_LIMIT = re.compile(
-    r"^\s*[1-9]\d*\s*(/|per)\s*([1-9]\d*)?\s*(second|minute|hour|day)s?\s*$", re.I
-)
-
-
-class ConfigError(ValueError):
-    """A configuration variable is missing or invalid; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +64,7 @@ class Settings:
     db_pool_size: int
     metrics_bind: str | None
     instance_path: str
+    email: EmailSettings
 
     @property
     def development(self) -> bool:
@@ -117,90 +112,21 @@ KNOWN_VARIABLES = frozenset(
         "AUTHSVC_BREACHED_PASSWORD_API",
         "AUTHSVC_DB_POOL_SIZE",
         "AUTHSVC_METRICS_BIND",
+        "AUTHSVC_EMAIL_VERIFICATION",
+        "AUTHSVC_EMAIL_LINK_URL",
+        "AUTHSVC_EMAIL_VERIFICATION_TTL",
+        "AUTHSVC_EMAIL_CHANGE_TTL",
+        "AUTHSVC_PASSWORD_RESET_TTL",
+        "AUTHSVC_EMAIL_COOLDOWN",
+        "AUTHSVC_SMTP_URL",
+        "AUTHSVC_SMTP_TIMEOUT",
+        "AUTHSVC_MAIL_BACKEND",
+        "AUTHSVC_MAIL_FROM",
+        "AUTHSVC_MAIL_TEMPLATES",
+        "AUTHSVC_OUTBOX_SENDER",
+        "AUTHSVC_RATELIMIT_EMAIL_ADDRESS",
     }
 )
-
-
-class _Reader:
-    """Reads raw strings from the merged environment and converts them, naming the variable."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self.environ = environ
-
-    def raw(self, name: str) -> str | None:
-        value = self.environ.get(name)
-        if value is None:
-            return None
-        value = value.strip()
-        return value or None
-
-    def string(self, name: str, default: str) -> str:
-        return self.raw(name) or default
-
-    def integer(
-        self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None
-    ) -> int:
-        text = self.raw(name)
-        if text is None:
-            return default
-        try:
-            value = int(text)
-        except ValueError:
-            raise ConfigError(f"{name} must be an integer, got {text!r}") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-            raise ConfigError(f"{name} must be {bound}, got {value}")
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        text = self.raw(name)
-        if text is None:
-            return default
-        lowered = text.lower()
-        if lowered in {"1", "true", "yes", "on"}:
-            return True
-        if lowered in {"0", "false", "no", "off"}:
-            return False
-        raise ConfigError(f"{name} must be true or false, got {text!r}")
-
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.string(name, default)
-        if value not in choices:
-            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-        return value
-
-    def csv(self, name: str) -> tuple[str, ...]:
-        text = self.raw(name) or ""
-        return tuple(part.strip() for part in text.split(",") if part.strip())
-
-    def rate_limit(self, name: str, default: str) -> str:
-        value = self.string(name, default)
-        for part in value.split(";"):
-            if not _RATE_LIMIT.match(part):
-                raise ConfigError(f"{name} must look like '10/minute;100/hour', got {value!r}")
-        return value
-
-
-def _url(name: str, value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
-    # Even an empty "?" or "#" would end up inside `iss` and every derived URL.
-    if "?" in value or "#" in value:
-        raise ConfigError(f"{name} must not have a query or fragment, got {value!r}")
-    if parts.username is not None or parts.password is not None:
-        raise ConfigError(f"{name} must not contain credentials")
-    return value.rstrip("/")
-
-
-def _bind(name: str, value: str | None) -> str | None:
-    """``host:port`` (IPv6 hosts in brackets), or None when unset."""
-    if value is None:
-        return None
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ConfigError(f"{name} must be host:port, e.g. 127.0.0.1:9100, got {value!r}")
-    return value
 
 
 # Drivers this service ships; anything else would fail later with an import error.
@@ -286,23 +212,25 @@ def load_settings(
     if unknown:
         raise ConfigError(f"unknown configuration variable(s): {', '.join(unknown)}")
     merged = {**(os.environ if environ is None else environ), **overrides}
-    read = _Reader({key: str(value) for key, value in merged.items()})
+    read = Reader({key: str(value) for key, value in merged.items()})
     env = read.choice("AUTHSVC_ENV", "production", ENVIRONMENTS)
     development = env == "development"
+    identity = _identity_settings(read, development)
     return Settings(
         env=env,
         instance_path=instance_path,
         **_secret_settings(read, development, instance_path),
-        **_identity_settings(read, development),
+        **identity,
         **_store_settings(read, instance_path),
         **_token_settings(read),
         **_password_settings(read),
         **_throttling_settings(read),
         **_client_settings(read, development),
+        email=email_settings(read, development, identity["issuer"]),
     )
 
 
-def _secret_settings(read: _Reader, development: bool, instance_path: str) -> dict[str, Any]:
+def _secret_settings(read: Reader, development: bool, instance_path: str) -> dict[str, Any]:
     secret_key = read.raw("AUTHSVC_SECRET_KEY")
     if secret_key is None:
         if not development:
@@ -320,7 +248,7 @@ def _secret_settings(read: _Reader, development: bool, instance_path: str) -> di
     return {"secret_key": secret_key}
 
 
-def _identity_settings(read: _Reader, development: bool) -> dict[str, Any]:
+def _identity_settings(read: Reader, development: bool) -> dict[str, Any]:
     """The issuer URL (exactly ``iss``) and the access tokens' audience."""
     issuer_raw = read.raw("AUTHSVC_ISSUER")
     if issuer_raw is None:
@@ -330,7 +258,7 @@ def _identity_settings(read: _Reader, development: bool) -> dict[str, Any]:
                 "service, e.g. https://auth.example.com"
             )
         issuer_raw = "http://localhost:8000"
-    issuer = _url("AUTHSVC_ISSUER", issuer_raw)
+    issuer = url("AUTHSVC_ISSUER", issuer_raw)
     audience = read.csv("AUTHSVC_AUDIENCE") or ("authsvc",)
     if issuer in audience:
         # Refresh tokens carry the issuer as their audience; an access audience equal to it
@@ -339,7 +267,7 @@ def _identity_settings(read: _Reader, development: bool) -> dict[str, Any]:
     return {"issuer": issuer, "audience": audience}
 
 
-def _store_settings(read: _Reader, instance_path: str) -> dict[str, Any]:
+def _store_settings(read: Reader, instance_path: str) -> dict[str, Any]:
     database_url = _database_url(
         read.string("DATABASE_URL", f"sqlite:///{Path(instance_path) / 'authsvc.db'}")
     )
@@ -353,7 +281,7 @@ def _store_settings(read: _Reader, instance_path: str) -> dict[str, Any]:
     }
 
 
-def _token_settings(read: _Reader) -> dict[str, Any]:
+def _token_settings(read: Reader) -> dict[str, Any]:
     token_location = read.csv("AUTHSVC_TOKEN_LOCATION") or ("headers",)
     for location in token_location:
         if location not in TOKEN_LOCATIONS:
@@ -383,7 +311,7 @@ def _token_settings(read: _Reader) -> dict[str, Any]:
     }
 
 
-def _password_settings(read: _Reader) -> dict[str, Any]:
+def _password_settings(read: Reader) -> dict[str, Any]:
     min_length = read.integer("AUTHSVC_PASSWORD_MIN_LENGTH", 12, minimum=8, maximum=1024)
     max_length = read.integer("AUTHSVC_PASSWORD_MAX_LENGTH", 128, minimum=8, maximum=1024)
     if min_length > max_length:
@@ -396,7 +324,7 @@ def _password_settings(read: _Reader) -> dict[str, Any]:
         )
     breached_api = read.raw("AUTHSVC_BREACHED_PASSWORD_API")
     if breached_api is not None:
-        breached_api = _url("AUTHSVC_BREACHED_PASSWORD_API", breached_api)
+        breached_api = url("AUTHSVC_BREACHED_PASSWORD_API", breached_api)
     return {
         "password_min_length": min_length,
         "password_max_length": max_length,
@@ -407,7 +335,7 @@ def _password_settings(read: _Reader) -> dict[str, Any]:
     }
 
 
-def _throttling_settings(read: _Reader) -> dict[str, Any]:
+def _throttling_settings(read: Reader) -> dict[str, Any]:
     return {
         "ratelimit_enabled": read.boolean("AUTHSVC_RATELIMIT_ENABLED", True),
         "ratelimit_login_username": read.rate_limit(
@@ -430,7 +358,7 @@ def _throttling_settings(read: _Reader) -> dict[str, Any]:
     }
 
 
-def _client_settings(read: _Reader, development: bool) -> dict[str, Any]:
+def _client_settings(read: Reader, development: bool) -> dict[str, Any]:
     """Who may call, and from where: proxies, browser origins, introspection clients."""
     clients = _introspection_clients(
         "AUTHSVC_INTROSPECTION_CLIENTS", read.csv("AUTHSVC_INTROSPECTION_CLIENTS")
@@ -443,7 +371,7 @@ def _client_settings(read: _Reader, development: bool) -> dict[str, Any]:
             f"shorter than {MIN_CLIENT_SECRET} characters (allowed in development only)"
         )
     return {
-        "metrics_bind": _bind("AUTHSVC_METRICS_BIND", read.raw("AUTHSVC_METRICS_BIND")),
+        "metrics_bind": bind("AUTHSVC_METRICS_BIND", read.raw("AUTHSVC_METRICS_BIND")),
         "trusted_proxies": read.integer("AUTHSVC_TRUSTED_PROXIES", 0, maximum=10),
         "cors_origins": read.csv("AUTHSVC_CORS_ORIGINS"),
         "introspection_clients": clients,

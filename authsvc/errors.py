@@ -79,6 +79,49 @@ class UsernameTaken(AuthsvcError):
     detail = "That username is already taken."
 
 
+class InvalidEmail(AuthsvcError):
+    status, code = 400, "invalid_email"
+    detail = "That is not a valid e-mail address."
+
+
+class EmailTaken(AuthsvcError):
+    status, code = 409, "email_taken"
+    detail = "That e-mail address belongs to another account."
+
+
+class EmailNotVerified(AuthsvcError):
+    status, code = 403, "email_not_verified"
+    detail = "Confirm your e-mail address first: follow the link in the mail we sent."
+
+
+class EmailRequired(AuthsvcError):
+    status, code = 400, "email_required"
+    detail = "An e-mail address is required to sign up here."
+
+
+class NoEmail(AuthsvcError):
+    status, code = 400, "no_email"
+    detail = "This account has no e-mail address."
+
+
+class EmailAlreadyVerified(AuthsvcError):
+    status, code = 409, "email_already_verified"
+    detail = "This e-mail address is already verified."
+
+
+class FeatureDisabled(AuthsvcError):
+    status, code = 403, "feature_disabled"
+    detail = "This feature is turned off here."
+
+
+class InvalidLinkToken(AuthsvcError):
+    """A mailed token that is unknown, spent, expired or for another purpose. Not a bearer
+    token, so no WWW-Authenticate challenge (DESIGN §9)."""
+
+    status, code = 400, "invalid_token"
+    detail = "The link is invalid, used or expired; ask for a new one."
+
+
 class InvalidCredentials(AuthsvcError):
     status, code = 401, "invalid_credentials"
     detail = "The username or password is incorrect."

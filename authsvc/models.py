@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import (
     JSON,
@@ -43,6 +43,10 @@ class UserLike(Protocol):
     def roles(self) -> list[str]: ...
     @property
     def created_at(self) -> datetime: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def email_verified(self) -> bool: ...
 
 
 class SessionLike(Protocol):
@@ -71,6 +75,23 @@ class Caller:
     username: str
     roles: list[str]
     created_at: datetime
+    email: str | None
+    email_verified: bool
+
+    @classmethod
+    def from_row(
+        cls, row: Any, *, user_id_column: str = "id", created_column: str = "created_at"
+    ) -> Caller:
+        """From a Core row holding the user's columns (the token check's, a login's, a
+        rotation's RETURNING, which names the user's id and creation time differently)."""
+        return cls(
+            id=getattr(row, user_id_column),
+            username=row.username,
+            roles=list(row.roles or []),
+            created_at=getattr(row, created_column),
+            email=row.email,
+            email_verified=row.email is not None and row.email_verified_at is not None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +132,7 @@ class TokenPair:
 @dataclass(frozen=True)
 class AuthResult:
     user: UserLike
-    tokens: TokenPair
+    tokens: TokenPair | None  # None: a signup that must verify its address before logging in
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -146,12 +167,21 @@ class User(db.Model):
     roles: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The address as email-validator normalised it (domain lowercased, IDNA), shown and mailed;
+    # `email_key` (the whole address case-folded) is what the unique index compares.
+    email: Mapped[str | None] = mapped_column(String(320))
+    email_key: Mapped[str | None] = mapped_column(String(320), unique=True)
+    email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     sessions: Mapped[list[Session]] = relationship(back_populates="user", passive_deletes=True)
 
     @property
     def is_active(self) -> bool:
         return self.disabled_at is None
+
+    @property
+    def email_verified(self) -> bool:
+        return self.email is not None and self.email_verified_at is not None
 
 
 class Session(db.Model):
@@ -213,3 +243,59 @@ class SigningKey(db.Model):
             postgresql_where=text("state = 'next'"),
         ),
     )
+
+
+class OneTimeToken(db.Model):
+    """A token mailed to a user (DESIGN §9): only its HMAC is kept, and it is spent once.
+
+    ``spent_at`` is set by the one conditional UPDATE that uses it, or when a newer token of
+    the same purpose, a password change or the token's own target changing voids it.
+    """
+
+    __tablename__ = "one_time_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    # verify_email, reset_password or change_email
+    purpose: Mapped[str] = mapped_column(String(32))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The address the token proves: the one mailed (verification) or the new one (change).
+    email: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    spent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # used, superseded, password_changed, email_changed
+    spent_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class OutboxMessage(db.Model):
+    """A message to send, written in the transaction that made its reason (a token, a change).
+
+    The template's context (which holds the link, hence the token) is encrypted at rest like
+    the signing keys and erased once the message is sent or can no longer be.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    recipient: Mapped[str] = mapped_column(String(320))
+    template: Mapped[str] = mapped_column(String(64))
+    payload_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # queued, sent, failed (5xx, or undeliverable before it expired)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A sender's claim: no other sender takes the row before this (a crashed sender's claim
+    # runs out, so the message is still sent: at least once).
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claim_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # Retrying stops here: the token the message carries is dead by then.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The server's reply code and a short reason, never the body.
+    last_error: Mapped[str | None] = mapped_column(String(255))
+
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)

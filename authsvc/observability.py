@@ -22,6 +22,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -52,6 +53,21 @@ SESSION_STATE_READS = Counter(
     "authsvc_session_state_reads_total",
     "Token checks by where the session state came from.",
     ["source"],
+)
+
+# The outbox (authsvc.mail.sender): messages handed to the server, given up, retried later, and
+# how long the oldest message still queued has waited (the largest over live processes).
+MAIL_SENT = Counter("authsvc_mail_sent_total", "Messages handed to the mail server.", ["template"])
+MAIL_FAILED = Counter(
+    "authsvc_mail_failed_total", "Messages given up (5xx, or expired undelivered).", ["reason"]
+)
+MAIL_RETRIED = Counter(
+    "authsvc_mail_retried_total", "Send attempts that failed and will be retried (4xx, network)."
+)
+OUTBOX_OLDEST_QUEUED = Gauge(
+    "authsvc_outbox_oldest_queued_seconds",
+    "Age of the oldest message still queued in the outbox (0: none).",
+    multiprocess_mode="livemax",
 )
 
 request_log = logging.getLogger("authsvc.request")

@@ -1,6 +1,7 @@
 """The per-app objects the services and token checks need, in one typed container under one
 ``app.extensions`` key: settings, password hasher and policy, key ring, Redis client,
-verified-token cache, session-state cache, failed-guess counters."""
+verified-token cache, session-state cache, failed-guess counters, mail secrets and the
+outbox sender."""
 
 from __future__ import annotations
 
@@ -14,9 +15,13 @@ from sqlalchemy.orm import Session as OrmSession
 
 from .config import Settings
 from .extensions import db
+from .mail.backends import ConsoleBackend, MailBackend, SmtpBackend
+from .mail.sender import QUEUED_PENDING_KEY, OutboxSender
+from .mail.templates import MailRenderer
 from .security.attempts import FailureLimits
 from .security.breached import BreachedPasswordChecker
 from .security.keys import KeyPolicy, KeyRing
+from .security.one_time import MailSecrets
 from .security.passwords import PasswordHasher, PasswordPolicy
 from .store.sessions import REVOKED_PENDING_KEY
 from .tokens.cache import VerifiedTokens
@@ -41,34 +46,48 @@ class Runtime:
     verified_tokens: VerifiedTokens
     session_states: SessionStates
     failures: FailureLimits
+    mail_secrets: MailSecrets
+    outbox: OutboxSender
 
 
 def register_runtime(app: Flask, settings: Settings) -> Runtime:
     built = build_runtime(settings)
     app.extensions[EXTENSION_KEY] = built
-    _install_revocation_hooks()
+    _install_commit_hooks()
+    app.before_request(_start_outbox_sender)
     return built
 
 
-def _install_revocation_hooks() -> None:
+def _start_outbox_sender() -> None:
+    runtime().outbox.ensure_started(current_app._get_current_object())  # type: ignore[attr-defined]
+
+
+def _install_commit_hooks() -> None:
     """After a commit, announce the sessions it revoked (``store.sessions.revoke`` noted them on
-    the ORM session) to every process's session-state cache; after a rollback, forget them.
-    ``db`` is one object for every app, so the hooks are installed once and find the app's
-    runtime when they run."""
-    if event.contains(db.session, "after_commit", _announce_revoked):
+    the ORM session) to every process's session-state cache, and wake the outbox sender if it
+    queued mail; after a rollback, forget both. ``db`` is one object for every app, so the
+    hooks are installed once and find the app's runtime when they run."""
+    if event.contains(db.session, "after_commit", _after_commit):
         return
-    event.listen(db.session, "after_commit", _announce_revoked)
-    event.listen(db.session, "after_rollback", _forget_revoked)
+    event.listen(db.session, "after_commit", _after_commit)
+    event.listen(db.session, "after_rollback", _after_rollback)
 
 
-def _announce_revoked(orm_session: OrmSession) -> None:
+def _after_commit(orm_session: OrmSession) -> None:
     revoked = orm_session.info.pop(REVOKED_PENDING_KEY, None)
-    if revoked and has_app_context() and EXTENSION_KEY in current_app.extensions:
+    queued = orm_session.info.pop(QUEUED_PENDING_KEY, None)
+    if not (has_app_context() and EXTENSION_KEY in current_app.extensions):
+        return
+    if revoked:
         runtime().session_states.announce(revoked)
+    if queued:
+        _start_outbox_sender()
+        runtime().outbox.wake()
 
 
-def _forget_revoked(orm_session: OrmSession) -> None:
+def _after_rollback(orm_session: OrmSession) -> None:
     orm_session.info.pop(REVOKED_PENDING_KEY, None)
+    orm_session.info.pop(QUEUED_PENDING_KEY, None)
 
 
 def runtime() -> Runtime:
@@ -97,6 +116,7 @@ def reset_after_fork(app: Flask) -> None:
 
 def build_runtime(settings: Settings) -> Runtime:
     redis_client = _redis_client(settings.redis_url) if settings.redis_url else None
+    mail_secrets = MailSecrets(settings.secret_key)
     return Runtime(
         settings=settings,
         hasher=PasswordHasher(
@@ -118,7 +138,24 @@ def build_runtime(settings: Settings) -> Runtime:
         verified_tokens=VerifiedTokens(),
         session_states=SessionStates(settings.session_cache_seconds, redis_client),
         failures=FailureLimits(settings.redis_url, enabled=settings.ratelimit_enabled),
+        mail_secrets=mail_secrets,
+        outbox=OutboxSender(
+            settings.email,
+            mail_secrets,
+            MailRenderer(settings.email.mail_from, settings.email.templates),
+            mail_backend(settings),
+        ),
     )
+
+
+def mail_backend(settings: Settings) -> MailBackend | None:
+    """None: no mail server configured in production; messages wait in the outbox."""
+    email = settings.email
+    if email.backend == "smtp" and email.smtp is not None:
+        return SmtpBackend(email.smtp)
+    if email.backend == "console":
+        return ConsoleBackend()
+    return None
 
 
 def key_policy(settings: Settings) -> KeyPolicy:

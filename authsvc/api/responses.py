@@ -40,14 +40,17 @@ def token_response(result: AuthResult, status: int = 200, *, from_cookie: bool =
     leaves the tokens out: handing them to page scripts would undo what httpOnly protects.
     """
     tokens = result.tokens
+    assert tokens is not None, "a token response needs tokens"
     body = TokenResponse(
         access_token=None if from_cookie else tokens.access_token,
         refresh_token=None if from_cookie else tokens.refresh_token,
         expires_in=tokens.expires_in,
         user=user_out(result.user),
     )
+    # Left out in cookie mode's silent refresh: the tokens (`email` stays, null or not).
+    hidden = {"access_token", "refresh_token"} if from_cookie else None
     response = Response(
-        body.model_dump_json(exclude_none=True), status=status, mimetype="application/json"
+        body.model_dump_json(exclude=hidden), status=status, mimetype="application/json"
     )
     # RFC 6749 §5.1: responses carrying tokens must not be cached.
     response.headers["Cache-Control"] = "no-store"

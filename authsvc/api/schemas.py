@@ -26,6 +26,35 @@ class Credentials(StrictModel):
     password: str = Field(max_length=_MAX_FIELD, examples=["correct horse battery staple"])
 
 
+class SignupRequest(StrictModel):
+    username: str = Field(max_length=_MAX_FIELD, examples=["alice"])
+    password: str = Field(max_length=_MAX_FIELD, examples=["correct horse battery staple"])
+    # Optional; with AUTHSVC_EMAIL_VERIFICATION=required, required.
+    email: str | None = Field(default=None, max_length=_MAX_FIELD, examples=["alice@example.com"])
+
+
+class EmailRequest(StrictModel):
+    email: str = Field(max_length=_MAX_FIELD, examples=["alice@example.com"])
+
+
+class OptionalEmailRequest(StrictModel):
+    email: str | None = Field(default=None, max_length=_MAX_FIELD)
+
+
+class LinkToken(StrictModel):
+    token: str = Field(max_length=_MAX_FIELD)
+
+
+class PasswordReset(StrictModel):
+    token: str = Field(max_length=_MAX_FIELD)
+    new_password: str = Field(max_length=_MAX_FIELD)
+
+
+class EmailChange(StrictModel):
+    email: str = Field(max_length=_MAX_FIELD)
+    current_password: str = Field(max_length=_MAX_FIELD)
+
+
 class RefreshRequest(StrictModel):
     refresh_token: str | None = Field(default=None, max_length=_MAX_TOKEN)
 
@@ -66,6 +95,20 @@ class UserOut(BaseModel):
     username: str
     roles: list[str]
     created_at: datetime
+    email: str | None
+    email_verified: bool
+
+
+class Accepted(BaseModel):
+    """202: the same body whether or not a message was sent."""
+
+    detail: str
+
+
+class SignupPending(BaseModel):
+    """Signup with AUTHSVC_EMAIL_VERIFICATION=required: the user, no tokens yet."""
+
+    user: UserOut
 
 
 class TokenResponse(BaseModel):
@@ -135,4 +178,6 @@ def user_out(user: UserLike) -> UserOut:
         username=user.username,
         roles=list(user.roles or []),
         created_at=user.created_at,
+        email=user.email,
+        email_verified=user.email_verified,
     )

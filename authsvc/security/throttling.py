@@ -1,6 +1,6 @@
 """Throttling with Flask-Limiter (DESIGN §5): every request per client address on /login,
-/signup, /refresh and /password, counted before the view runs. (Failed guesses per account or
-client are ``authsvc.security.attempts``.)
+/signup, /refresh, /password and the e-mail endpoints, counted before the view runs. (Failed
+guesses per account or client are ``authsvc.security.attempts``.)
 
 Counters live in Redis when REDIS_URL is set (shared by every worker and replica), in process
 memory otherwise. A store that cannot be reached is an error (503), never a silently missing
@@ -24,6 +24,13 @@ from ..config import Settings
 from ..errors import RateLimited
 
 EXTENSION_KEY = "authsvc.limiter"
+EMAIL_ENDPOINTS = (
+    "email.request_verification",
+    "email.verify",
+    "email.forgot_password",
+    "email.reset_password",
+    "email.change_email",
+)
 
 
 def client_address() -> str:
@@ -77,6 +84,10 @@ def register_throttling(app: Flask, settings: Settings) -> Limiter:
         limited("account.change_password", limiter.limit(settings.ratelimit_password_address))
         limited("auth.signup", limiter.limit(settings.ratelimit_signup_address))
         limited("auth.refresh", limiter.limit(settings.ratelimit_refresh_address))
+        # Each e-mail endpoint per client address (the per-address cooldown and the per-user
+        # password budget are the services' own, authsvc.services.email).
+        for endpoint in EMAIL_ENDPOINTS:
+            limited(endpoint, limiter.limit(settings.email.ratelimit_address))
     app.extensions[EXTENSION_KEY] = limiter
     app.register_error_handler(RateLimitExceeded, _rate_limited)
     return limiter

@@ -9,15 +9,25 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import InvalidCredentials, InvalidRequest, TokenRevoked, UsernameTaken
+from ..errors import (
+    EmailNotVerified,
+    EmailRequired,
+    EmailTaken,
+    InvalidCredentials,
+    InvalidRequest,
+    TokenRevoked,
+    UsernameTaken,
+)
 from ..models import AccessContext, AuthResult, Caller, Client, Session, User, utcnow
 from ..observability import security_event
 from ..runtime import runtime
-from ..security import usernames
+from ..security import emails, usernames
+from ..store import one_time_tokens as token_store
 from ..store import sessions as session_store
 from ..store import users as user_store
 from ..store.database import write_transaction
 from ..tokens.issue import issue_pair
+from . import email as email_service
 
 # Failure counters: wrong passwords at login per account (by the submitted username), and
 # wrong current passwords at /password per user.
@@ -41,23 +51,45 @@ def new_session_values(user_id: uuid.UUID, client: Client) -> dict[str, Any]:
     }
 
 
-def signup(username: str, password: str, client: Client) -> AuthResult:
+def signup(username: str, password: str, client: Client, email: str | None = None) -> AuthResult:
+    """A new account and, unless AUTHSVC_EMAIL_VERIFICATION=required, its first session (then
+    ``tokens`` is None: the user logs in once the address is verified)."""
     rt = runtime()
     normalized = usernames.validate(username)
+    address = emails.parse(email) if email is not None else None
+    required = rt.settings.email.verification == "required"
+    if required and address is None:
+        raise EmailRequired()
     checked = rt.password_policy.check(password, username=normalized)
     password_hash = rt.hasher.hash(checked)
+    session: Session | None = None
     try:
         with write_transaction():
-            user = User(id=uuid.uuid4(), username=normalized, password_hash=password_hash, roles=[])
-            # The unique index on the normalised username decides, not a prior lookup: of many
-            # parallel signups for one name exactly one insert succeeds.
+            user = User(
+                id=uuid.uuid4(),
+                username=normalized,
+                password_hash=password_hash,
+                roles=[],
+                email=address.address if address else None,
+                email_key=address.key if address else None,
+            )
+            # The unique indexes decide, not a prior lookup: of many parallel signups for one
+            # name (or one address) exactly one insert succeeds.
             user_store.add(user)
-            session = Session(**new_session_values(user.id, client))
-            session_store.add(session)
-    except IntegrityError:
-        raise UsernameTaken() from None
-    security_event("signup", user_id=str(user.id), session_id=str(session.id))
-    return AuthResult(user, issue_pair(user, session, fresh=True))
+            if not required:
+                session = Session(**new_session_values(user.id, client))
+                session_store.add(session)
+            email_service.issue_signup_verification(user)
+    except IntegrityError as error:
+        raise _taken(error) from None
+    email_service.after_signup(user)
+    security_event("signup", user_id=str(user.id), session_id=str(session.id) if session else None)
+    return AuthResult(user, issue_pair(user, session, fresh=True) if session else None)
+
+
+def _taken(error: IntegrityError) -> UsernameTaken | EmailTaken:
+    """Which unique index refused the new user (the message names the constraint or column)."""
+    return EmailTaken() if "email_key" in str(error.orig) else UsernameTaken()
 
 
 def login(username: str, password: str, client: Client) -> AuthResult:
@@ -85,6 +117,13 @@ def login(username: str, password: str, client: Client) -> AuthResult:
             "login_failed", user_id=str(user.id), reason="disabled" if ok else "wrong_password"
         )
         raise InvalidCredentials()
+    if rt.settings.email.verification == "required" and not (
+        user.email is not None and user.email_verified_at is not None
+    ):
+        # Only now, after the right password: nobody learns whether an address is verified.
+        guess.succeeded()
+        security_event("login_refused", user_id=str(user.id), reason="email_not_verified")
+        raise EmailNotVerified()
     values = new_session_values(user.id, client)
     if not _insert_session(values, user.id, user.password_version, new_hash):
         # The password changed, or the account was disabled, while this login hashed: it
@@ -93,9 +132,7 @@ def login(username: str, password: str, client: Client) -> AuthResult:
         raise InvalidCredentials()
     guess.succeeded()
     session = Session(**values)  # not added to the ORM session: it is written already
-    caller = Caller(
-        id=user.id, username=user.username, roles=list(user.roles or []), created_at=user.created_at
-    )
+    caller = Caller.from_row(user)
     security_event("login", user_id=str(user.id), session_id=str(session.id))
     return AuthResult(caller, issue_pair(caller, session, fresh=True))
 
@@ -146,4 +183,6 @@ def change_password(context: AccessContext, current_password: str, new_password:
         count = session_store.revoke(
             user_id=user.id, except_session_id=context.session_id, reason="password_changed"
         )
+        # A reset link mailed before the change would undo it (DESIGN §9).
+        token_store.void(user.id, [email_service.RESET_PASSWORD], "password_changed", utcnow())
     security_event("password_changed", user_id=str(user.id), sessions_revoked=count)

@@ -34,11 +34,8 @@ def refresh(
         session_id, user_id, generation, utcnow(), client.user_agent, client.ip
     )
     if rotated is not None:
-        caller = Caller(
-            id=rotated.user_id,
-            username=rotated.username,
-            roles=list(rotated.roles or []),
-            created_at=rotated.user_created_at,
+        caller = Caller.from_row(
+            rotated, user_id_column="user_id", created_column="user_created_at"
         )
         return AuthResult(caller, issue_pair(caller, rotated, fresh=False))
     return _refresh_not_current(session_id, generation, user_id)

@@ -25,6 +25,8 @@ _PRINCIPAL_COLUMNS = (
     User.roles,
     User.created_at,
     User.disabled_at,
+    User.email,
+    User.email_verified_at,
     Session.revoked_at,
     Session.expires_at,
 )
@@ -78,6 +80,8 @@ ROTATE = DirectStatement(
         _user_column(User.username).label("username"),
         _user_column(User.roles).label("roles"),
         _user_column(User.created_at).label("user_created_at"),
+        _user_column(User.email).label("email"),
+        _user_column(User.email_verified_at).label("email_verified_at"),
     )
 )
 
@@ -199,6 +203,13 @@ def revoke(
     # A user-wide revocation names the user, so caches drop every session of theirs at once.
     pending.append(("s", str(session_id)) if user_id is None else ("u", str(user_id)))
     return result.rowcount or 0
+
+
+def user_changed(user_id: uuid.UUID) -> None:
+    """The user's fields changed (a verified address): once the caller's transaction commits,
+    every process drops its cached rows of the user's sessions, as after a revocation, so the
+    next token check reads the new fields."""
+    db.session.info.setdefault(REVOKED_PENDING_KEY, []).append(("u", str(user_id)))
 
 
 def owned(user_id: uuid.UUID, session_id: uuid.UUID) -> bool:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exists, select, update
+from sqlalchemy import bindparam, exists, func, select, update
 
 from ..extensions import db
 from ..models import Session, User, utcnow
@@ -21,6 +22,8 @@ _LOGIN_ROW = select(
     User.roles,
     User.created_at,
     User.disabled_at,
+    User.email,
+    User.email_verified_at,
 ).where(User.username == bindparam("name"))
 _PASSWORD_ROW = select(
     User.id, User.username, User.password_hash, User.password_version, User.disabled_at
@@ -121,3 +124,29 @@ def disable(user_id: uuid.UUID) -> None:
 
 def all_by_creation() -> list[User]:
     return list(db.session.scalars(select(User).order_by(User.created_at)))
+
+
+def with_email(email_key: str) -> User | None:
+    """The user holding the address with this key (``security.emails``), or None."""
+    return db.session.scalar(
+        select(User).where(User.email_key == email_key).execution_options(populate_existing=True)
+    )
+
+
+def mark_email_verified(user_id: uuid.UUID, email: str, now: datetime) -> bool:
+    """Verified, if ``email`` is still the user's address; whether it was."""
+    result = db.session.execute(
+        update(User)
+        .where(User.id == user_id, User.email == email)
+        .values(email_verified_at=func.coalesce(User.email_verified_at, now))
+    )
+    return result.rowcount == 1
+
+
+def change_email(user_id: uuid.UUID, email: str, email_key: str, now: datetime) -> None:
+    """The new, proven address (flushed: the unique index on the key decides here)."""
+    db.session.execute(
+        update(User)
+        .where(User.id == user_id)
+        .values(email=email, email_key=email_key, email_verified_at=now)
+    )

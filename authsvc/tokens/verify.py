@@ -124,10 +124,7 @@ def principal(claims: dict[str, Any]) -> Principal | None:
         and row.disabled_at is None
         and str(row.id) == claims["sub"]
     )
-    caller = Caller(
-        id=row.id, username=row.username, roles=list(row.roles or []), created_at=row.created_at
-    )
-    return Principal(caller=caller, live=live)
+    return Principal(caller=Caller.from_row(row), live=live)
 
 
 def live_caller(claims: dict[str, Any]) -> Caller:

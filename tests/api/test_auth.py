@@ -29,7 +29,7 @@ def assert_token_response(body, username):
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == 900
     user = body["user"]
-    assert set(user) == {"id", "username", "roles", "created_at"}
+    assert set(user) == {"id", "username", "roles", "created_at", "email", "email_verified"}
     assert user["username"] == username
     assert user["roles"] == []
     uuid.UUID(user["id"])

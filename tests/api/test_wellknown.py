@@ -178,10 +178,15 @@ def test_openapi_document_is_generated_from_the_models(client):
         ("/sessions/{session_id}", "delete"),
         ("/.well-known/jwks.json", "get"),
         ("/.well-known/openid-configuration", "get"),
+        ("/email/verification", "post"),
+        ("/email/verify", "post"),
+        ("/password/forgot", "post"),
+        ("/password/reset", "post"),
+        ("/email/change", "post"),
     ]:
         assert method in paths[path], path
     signup_body = paths["/signup"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     schema = doc["components"]["schemas"][signup_body["$ref"].rsplit("/", 1)[-1]]
-    assert set(schema["properties"]) == {"username", "password"}
+    assert set(schema["properties"]) == {"username", "password", "email"}
     assert schema.get("additionalProperties") is False
     assert paths["/me"]["get"]["security"] == [{"bearer": []}]

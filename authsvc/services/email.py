@@ -1,0 +1,273 @@
+"""E-mail verification, password reset and e-mail change (DESIGN §9).
+
+Every mailed link carries a one-time token: 32 random bytes of which only an HMAC is stored,
+bound to one purpose, spent by one conditional UPDATE (``store.one_time_tokens.consume``),
+voided by a newer token of its purpose. The message is queued in the outbox in the same
+transaction as its token; the sender delivers it after the commit.
+
+The endpoints a stranger can call with an address (the unauthenticated resend, the forgotten
+password) answer alike whether or not the address exists; at most one mail per address and
+purpose leaves per AUTHSVC_EMAIL_COOLDOWN, refused alike too.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import (
+    EmailAlreadyVerified,
+    EmailTaken,
+    FeatureDisabled,
+    InvalidCredentials,
+    InvalidLinkToken,
+    InvalidRequest,
+    NoEmail,
+    TokenRevoked,
+)
+from ..mail.sender import queue_message
+from ..models import AccessContext, User, utcnow
+from ..observability import security_event
+from ..runtime import runtime
+from ..security import emails
+from ..store import one_time_tokens as token_store
+from ..store import sessions as session_store
+from ..store import users as user_store
+from ..store.database import write_transaction
+
+VERIFY_EMAIL, RESET_PASSWORD, CHANGE_EMAIL = "verify_email", "reset_password", "change_email"
+# The {action} of AUTHSVC_EMAIL_LINK_URL: the built-in page POSTs "verify" links to
+# /email/verify and "reset" links to /password/reset.
+_ACTIONS = {VERIFY_EMAIL: "verify", CHANGE_EMAIL: "verify", RESET_PASSWORD: "reset"}
+# Notices carry no token; they are worth sending for a day.
+NOTICE_LIFETIME = timedelta(days=1)
+# Wrong current passwords at /email/change, per user (its own budget, as for /password).
+EMAIL_CHANGE_GUESSES = "change-email"
+
+
+def _ttl(purpose: str) -> int:
+    settings = runtime().settings.email
+    return {
+        VERIFY_EMAIL: settings.verification_ttl,
+        CHANGE_EMAIL: settings.change_ttl,
+        RESET_PASSWORD: settings.reset_ttl,
+    }[purpose]
+
+
+def _lifetime(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        hours = seconds // 3600
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    minutes = max(1, seconds // 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+def _cooldown(purpose: str, email_key: str) -> None:
+    """At most one mail of ``purpose`` to the address per cooldown: 429 with Retry-After
+    otherwise, taken before anything is looked up (so it answers alike for every address)."""
+    rt = runtime()
+    seconds = rt.settings.email.cooldown
+    if seconds:
+        rt.failures.reserve(f"mail-{purpose}", email_key, f"1/{seconds}second")
+
+
+def _issue(user: Any, purpose: str, address: str) -> None:
+    """A new token of ``purpose`` for ``user`` (voiding the older ones) and its mail to
+    ``address``, in the caller's transaction."""
+    rt = runtime()
+    now = utcnow()
+    ttl = _ttl(purpose)
+    token, digest = rt.mail_secrets.new_token()
+    token_store.void(user.id, [purpose], "superseded", now)
+    token_store.add(user.id, purpose, digest, address, now, now + timedelta(seconds=ttl))
+    link = rt.settings.email.link_url.format(action=_ACTIONS[purpose], token=token)
+    context = {
+        "username": user.username,
+        "email": address,
+        "link": link,
+        "expires_in": _lifetime(ttl),
+        "issuer": rt.settings.issuer,
+    }
+    queue_message(rt.mail_secrets, address, purpose, context, now + timedelta(seconds=ttl))
+
+
+def _notify(user: Any, template: str, address: str, **context: str) -> None:
+    rt = runtime()
+    queue_message(
+        rt.mail_secrets,
+        address,
+        template,
+        {"username": user.username, "email": address, "issuer": rt.settings.issuer, **context},
+        utcnow() + NOTICE_LIFETIME,
+    )
+
+
+def issue_signup_verification(user: User) -> None:
+    """Signup's verification mail, in signup's transaction (unless verification is off)."""
+    if runtime().settings.email.verification != "off" and user.email is not None:
+        _issue(user, VERIFY_EMAIL, user.email)
+
+
+def after_signup(user: User) -> None:
+    """Start the address's cooldown: the mail just queued counts as its one."""
+    rt = runtime()
+    if rt.settings.email.verification != "off" and user.email_key and rt.settings.email.cooldown:
+        rt.failures.count_failure(
+            f"mail-{VERIFY_EMAIL}", user.email_key, f"1/{rt.settings.email.cooldown}second"
+        )
+
+
+def request_verification(email: str | None, caller: AccessContext | None) -> None:
+    """Send (again) the verification mail: to the caller's address, or to ``email`` if an
+    unverified account holds it (answering alike either way)."""
+    rt = runtime()
+    if rt.settings.email.verification == "off":
+        raise FeatureDisabled("E-mail verification is off here.")
+    if caller is not None and email is None:
+        user = user_store.get(caller.user.id)
+        if user is None:
+            raise TokenRevoked()
+        if user.email is None or user.email_key is None:
+            raise NoEmail()
+        if user.email_verified_at is not None:
+            raise EmailAlreadyVerified()
+        _cooldown(VERIFY_EMAIL, user.email_key)
+    else:
+        if email is None:
+            raise InvalidRequest("Give the e-mail address, or send an access token.")
+        parsed = emails.parse(email)
+        _cooldown(VERIFY_EMAIL, parsed.key)
+        user = user_store.with_email(parsed.key)
+        if user is None or user.email_verified_at is not None or not user.is_active:
+            _even_out()
+            return
+    with write_transaction():
+        _issue(user, VERIFY_EMAIL, user.email)  # type: ignore[arg-type]
+    security_event("email_verification_sent", user_id=str(user.id))
+
+
+def forgot_password(email: str) -> None:
+    """Mail a reset link if an active account holds ``email``; the same answer if none does."""
+    parsed = emails.parse(email)
+    _cooldown(RESET_PASSWORD, parsed.key)
+    user = user_store.with_email(parsed.key)
+    if user is None or not user.is_active or user.email is None:
+        _even_out()
+        security_event("password_reset_requested", user_id=None)
+        return
+    with write_transaction():
+        _issue(user, RESET_PASSWORD, user.email)
+    security_event("password_reset_requested", user_id=str(user.id))
+
+
+def _even_out() -> None:
+    """The unknown address's path does what the known one's does to the database: one write
+    transaction (voiding nothing), so the two answer in about the same time."""
+    with write_transaction():
+        token_store.void(uuid.uuid4(), [RESET_PASSWORD], "superseded", utcnow())
+
+
+def _live_token(token: str, purposes: list[str], now: datetime) -> tuple[str, Any]:
+    secrets = runtime().mail_secrets
+    if not secrets.well_formed(token):
+        raise InvalidLinkToken()
+    digest = secrets.digest(token)
+    row = token_store.live(digest, purposes, now)
+    if row is None:
+        raise InvalidLinkToken()
+    return digest, row
+
+
+def reset_password(token: str, new_password: str) -> int:
+    """A new password from a reset link: every session revoked, the address verified (the
+    link reached it), outstanding reset links voided, a notice mailed. The sessions revoked."""
+    rt = runtime()
+    now = utcnow()
+    digest, row = _live_token(token, [RESET_PASSWORD], now)
+    user = user_store.get(row.user_id)
+    if user is None or not user.is_active:
+        raise InvalidLinkToken()
+    # Checked before the token is spent: a weak password leaves the link usable.
+    new_hash = rt.hasher.hash(rt.password_policy.check(new_password, username=user.username))
+    with write_transaction():
+        if token_store.consume(digest, [RESET_PASSWORD], utcnow()) is None:
+            raise InvalidLinkToken()  # spent by a parallel use meanwhile
+        user_store.set_password_hash(user.id, new_hash)
+        if row.email is not None:
+            user_store.mark_email_verified(user.id, row.email, now)
+        token_store.void(user.id, [RESET_PASSWORD], "password_changed", now)
+        count = session_store.revoke(user_id=user.id, reason="password_reset")
+        if user.email is not None:
+            _notify(user, "password_changed", user.email, how="reset with a link we mailed")
+    security_event("password_reset", user_id=str(user.id), via="email", sessions_revoked=count)
+    return count
+
+
+def verify_email(token: str) -> User:
+    """Spend a verification or change link: the address it names becomes the user's, verified."""
+    now = utcnow()
+    digest, _row = _live_token(token, [VERIFY_EMAIL, CHANGE_EMAIL], now)
+    try:
+        with write_transaction():
+            row = token_store.consume(digest, [VERIFY_EMAIL, CHANGE_EMAIL], now)
+            user = user_store.get(row.user_id) if row is not None else None
+            if row is None or user is None or not user.is_active:
+                raise InvalidLinkToken()
+            if row.purpose == VERIFY_EMAIL:
+                if not user_store.mark_email_verified(user.id, row.email, now):
+                    raise InvalidLinkToken("The address changed since this link was sent.")
+            else:
+                _apply_change(user, row.email, now)
+            session_store.user_changed(user.id)
+    except IntegrityError:
+        raise EmailTaken() from None
+    security_event("email_verified", user_id=str(user.id), purpose=row.purpose)
+    refreshed = user_store.get(user.id)
+    assert refreshed is not None
+    return refreshed
+
+
+def _apply_change(user: User, new_email: str, now: datetime) -> None:
+    old_email = user.email
+    user_store.change_email(user.id, new_email, emails.key_of(new_email), now)
+    # Links mailed to the old address (or for an older change) no longer apply.
+    token_store.void(user.id, [VERIFY_EMAIL, CHANGE_EMAIL, RESET_PASSWORD], "email_changed", now)
+    if old_email is not None:
+        _notify(user, "email_changed", old_email, new_email=new_email)
+
+
+def change_email(context: AccessContext, new_email: str, current_password: str) -> None:
+    """Mail a confirmation link to ``new_email``; the address changes when it is followed.
+    An address another account holds gets nothing (the answer is the same)."""
+    rt = runtime()
+    guess = rt.failures.reserve(
+        EMAIL_CHANGE_GUESSES, str(context.user.id), rt.settings.ratelimit_login_username
+    )
+    row = user_store.password_row(context.user.id)
+    if row is None:
+        raise TokenRevoked()
+    if len(current_password) > rt.settings.password_max_length:
+        raise InvalidCredentials()
+    ok, _ = rt.hasher.verify_and_update(current_password, row.password_hash)
+    if not ok:
+        security_event("email_change_failed", user_id=str(row.id))
+        raise InvalidCredentials("The current password is incorrect.")
+    guess.succeeded()
+    parsed = emails.parse(new_email)
+    user = user_store.get(row.id)
+    if user is None:
+        raise TokenRevoked()
+    if user.email_key == parsed.key:
+        raise InvalidRequest("That is already the address of this account.")
+    _cooldown(CHANGE_EMAIL, parsed.key)
+    holder = user_store.with_email(parsed.key)
+    if holder is not None:
+        _even_out()
+        security_event("email_change_requested", user_id=str(user.id), outcome="address_taken")
+        return
+    with write_transaction():
+        _issue(user, CHANGE_EMAIL, parsed.address)
+    security_event("email_change_requested", user_id=str(user.id))
