@@ -32,6 +32,7 @@ from tests.support.settings import (
     unavailable,
     with_database,
 )
+from tests.support.smtp import MailServer
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +104,7 @@ def make_app(database_config: dict[str, str]) -> Iterator[AppFactory]:
 
     yield factory
     for app in apps:
+        app.extensions["authsvc"].outbox.close()
         app.extensions["authsvc"].session_states.close()
         with app.app_context():
             db.engine.dispose()
@@ -142,3 +144,23 @@ def start_service(
         return service_on("postgres", tmp_path, database_url=url, redis_url=redis_url, **settings)
 
     return start
+
+
+@pytest.fixture
+def mail_server() -> Iterator[MailServer]:
+    """A real SMTP server on loopback (aiosmtpd), recording every message it accepts."""
+    server = MailServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mail_app(make_app: AppFactory, mail_server: MailServer) -> Flask:
+    """An app that mails through ``mail_server`` (its sender thread starts with the first
+    request)."""
+    return make_app(AUTHSVC_SMTP_URL=mail_server.url)
+
+
+@pytest.fixture
+def mail_client(mail_app: Flask) -> FlaskClient:
+    return mail_app.test_client()
