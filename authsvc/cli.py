@@ -19,6 +19,8 @@ from flask.cli import AppGroup, ScriptInfo, with_appcontext
 
 from .errors import AuthsvcError
 from .extensions import db
+from .mail.backends import MailError
+from .mail.sender import POLL_SECONDS
 from .runtime import runtime
 from .security import keys
 from .services import admin
@@ -28,6 +30,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 users_cli = AppGroup("users", help="Create, disable and list accounts.")
 sessions_cli = AppGroup("sessions", help="Revoke sessions.")
 keys_cli = AppGroup("keys", help="Signing keys: rotate and list.")
+mail_cli = AppGroup("mail", help="Check the mail server.")
+outbox_cli = AppGroup("outbox", help="Queued mail: list, retry, run a sender.")
 
 
 def _fail(error: AuthsvcError) -> None:
@@ -46,11 +50,16 @@ def _read_password(from_stdin: bool) -> str:
 @users_cli.command("create")
 @click.argument("username")
 @click.option("--role", "roles", multiple=True, help="A role for the `roles` claim (repeatable).")
+@click.option("--email", help="The account's e-mail address (counted as verified).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-def users_create(username: str, roles: tuple[str, ...], password_stdin: bool) -> None:
+def users_create(
+    username: str, roles: tuple[str, ...], email: str | None, password_stdin: bool
+) -> None:
     """Create an account."""
     try:
-        user = admin.create_user(username, _read_password(password_stdin), sorted(set(roles)))
+        user = admin.create_user(
+            username, _read_password(password_stdin), sorted(set(roles)), email
+        )
     except AuthsvcError as error:
         _fail(error)
     click.echo(f"created {user.username} ({user.id})")
@@ -85,8 +94,12 @@ def users_list() -> None:
     for user in admin.list_users():
         state = "disabled" if user.disabled_at else "active"
         roles = ",".join(user.roles or []) or "-"
+        address = user.email or "-"
+        if user.email and not user.email_verified:
+            address += " (unverified)"
         click.echo(
-            f"{user.id}  {user.username}  {state}  roles={roles}  {user.created_at:%Y-%m-%d}"
+            f"{user.id}  {user.username}  {state}  roles={roles}  email={address}  "
+            f"{user.created_at:%Y-%m-%d}"
         )
 
 
@@ -154,7 +167,75 @@ def prune_command() -> None:
     A token naming a deleted session is rejected like a revoked one, so deleting is always safe.
     """
     pruned = admin.prune()
-    click.echo(f"pruned {pruned.sessions} expired sessions, {pruned.keys} dead keys")
+    click.echo(
+        f"pruned {pruned.sessions} expired sessions, {pruned.one_time_tokens} one-time tokens, "
+        f"{pruned.messages} finished messages, {pruned.keys} dead keys"
+    )
+
+
+# -- mail and the outbox -------------------------------------------------------------------------
+
+
+@mail_cli.command("test")
+@click.argument("address")
+def mail_test(address: str) -> None:
+    """Send a test message to ADDRESS now, through AUTHSVC_SMTP_URL (not the outbox)."""
+    try:
+        admin.send_test_mail(address)
+    except AuthsvcError as error:
+        _fail(error)
+    except MailError as error:
+        raise click.ClickException(f"not sent: {error}") from None
+    click.echo(f"sent a test message to {address}")
+
+
+@outbox_cli.command("list")
+@click.option(
+    "--status", type=click.Choice(["queued", "sent", "failed"]), help="Only messages in this state."
+)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+def outbox_list(status: str | None, limit: int) -> None:
+    """The newest messages: id, state, attempts, template, recipient, last error (never the
+    message itself)."""
+    for row in admin.list_outbox(status, limit):
+        when = row.sent_at or row.next_attempt_at
+        error = f"  last_error={row.last_error!r}" if row.last_error else ""
+        click.echo(
+            f"{row.id}  {row.status}  attempts={row.attempts}  {row.template}  {row.recipient}  "
+            f"created {row.created_at:%Y-%m-%d %H:%M:%S}  "
+            f"{'sent' if row.sent_at else 'next'} {when:%Y-%m-%d %H:%M:%S}{error}"
+        )
+
+
+@outbox_cli.command("retry")
+@click.argument("message_ids", nargs=-1, type=click.UUID)
+@click.option("--all-failed", is_flag=True, help="Every failed message whose link is still live.")
+def outbox_retry(message_ids: tuple[uuid.UUID, ...], all_failed: bool) -> None:
+    """Queue failed messages again (those named, or --all-failed)."""
+    if bool(message_ids) == all_failed:
+        raise click.UsageError("give message ids or --all-failed, not both")
+    count = admin.retry_outbox(list(message_ids) if message_ids else None)
+    click.echo(f"queued {count} messages again")
+
+
+@outbox_cli.command("run")
+@click.option("--once", is_flag=True, help="Send what is due now, then exit.")
+def outbox_run(once: bool) -> None:
+    """Send queued mail (for AUTHSVC_OUTBOX_SENDER=external; any number may run at once)."""
+    sender = runtime().outbox
+    if sender.backend is None:
+        raise click.ClickException("no mail server: set AUTHSVC_SMTP_URL")
+    if once:
+        report = sender.run_once()
+        click.echo(f"sent {report.sent}, retrying {report.retried}, failed {report.failed}")
+        return
+    while True:
+        try:
+            sender.run_once()
+        except Exception as error:  # the database is down, say: the next round tries again
+            click.echo(f"outbox: {type(error).__name__}; trying again", err=True)
+            db.session.remove()
+        sender.wait(POLL_SECONDS)
 
 
 def bind_migrations(app: Flask) -> None:
@@ -190,5 +271,5 @@ class MigrationsGroup(click.Group):
 
 def register_cli(app: Flask) -> None:
     app.cli.add_command(MigrationsGroup("db", help="Database migrations (Flask-Migrate)."))
-    for command in (users_cli, sessions_cli, keys_cli, prune_command):
+    for command in (users_cli, sessions_cli, keys_cli, mail_cli, outbox_cli, prune_command):
         app.cli.add_command(command)

@@ -5,6 +5,7 @@ outbox sender."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -30,6 +31,7 @@ from .tokens.session_states import SessionStates
 if TYPE_CHECKING:
     from redis import Redis
 
+log = logging.getLogger("authsvc.runtime")
 EXTENSION_KEY = "authsvc"
 # Redis answers in well under a millisecond on a healthy network; waiting longer than this
 # only delays the 503 that fail-closed gives anyway.
@@ -55,11 +57,18 @@ def register_runtime(app: Flask, settings: Settings) -> Runtime:
     app.extensions[EXTENSION_KEY] = built
     _install_commit_hooks()
     app.before_request(_start_outbox_sender)
+    if built.outbox.backend is None:
+        log.warning(
+            "AUTHSVC_SMTP_URL is not set: e-mail (verification, reset, change) is queued in "
+            "the outbox and not sent until a mail server is configured"
+        )
     return built
 
 
 def _start_outbox_sender() -> None:
-    runtime().outbox.ensure_started(current_app._get_current_object())  # type: ignore[attr-defined]
+    outbox = runtime().outbox
+    if not outbox.started_here():
+        outbox.ensure_started(current_app._get_current_object())  # type: ignore[attr-defined]
 
 
 def _install_commit_hooks() -> None:

@@ -101,6 +101,15 @@ class OutboxSender:
     def wake(self) -> None:
         self._wake.set()
 
+    def wait(self, seconds: float) -> None:
+        """Until woken or ``seconds`` pass (``flask outbox run``'s pause between rounds)."""
+        self._wake.wait(seconds)
+        self._wake.clear()
+
+    def started_here(self) -> bool:
+        """Whether this process needs no start (running already, or nothing to run)."""
+        return self._owner_pid == os.getpid() or not self.runs_in_process
+
     def ensure_started(self, app: Flask) -> None:
         """This process's sender thread (a forked worker starts its own)."""
         if self._owner_pid == os.getpid() or not self.runs_in_process:

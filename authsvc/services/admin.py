@@ -1,24 +1,32 @@
-"""An operator's work (the flask CLI today): accounts, sessions, pruning."""
+"""An operator's work (the flask CLI today): accounts, sessions, the outbox, pruning."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from email.message import EmailMessage
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import NotFound, UsernameTaken
+from ..errors import EmailTaken, NotFound, UsernameTaken
+from ..mail.backends import MailError
 from ..models import User, utcnow
 from ..observability import security_event
 from ..runtime import runtime
-from ..security import keys, usernames
+from ..security import emails, keys, usernames
+from ..store import one_time_tokens as token_store
+from ..store import outbox as outbox_store
 from ..store import sessions as session_store
 from ..store import users as user_store
 from ..store.database import write_transaction
 
-# Revoked sessions stay listed for audit this long before `prune` deletes them.
+# Revoked sessions stay listed for audit this long before `prune` deletes them; spent one-time
+# tokens and finished outbox messages likewise, for support questions ("did the mail go?").
 REVOKED_SESSION_KEEP = timedelta(days=1)
+SPENT_TOKEN_KEEP = timedelta(days=1)
+FINISHED_MESSAGE_KEEP = timedelta(days=7)
 
 
 def find_user(username: str) -> User:
@@ -28,18 +36,26 @@ def find_user(username: str) -> User:
     return user
 
 
-def create_user(username: str, password: str, roles: list[str]) -> User:
+def create_user(username: str, password: str, roles: list[str], email: str | None = None) -> User:
+    """An operator's account; an address given here counts as verified (the operator vouches)."""
     rt = runtime()
     normalized = usernames.validate(username)
+    address = emails.parse(email) if email is not None else None
     password_hash = rt.hasher.hash(rt.password_policy.check(password, username=normalized))
     try:
         with write_transaction():
             user = User(
-                id=uuid.uuid4(), username=normalized, password_hash=password_hash, roles=roles
+                id=uuid.uuid4(),
+                username=normalized,
+                password_hash=password_hash,
+                roles=roles,
+                email=address.address if address else None,
+                email_key=address.key if address else None,
+                email_verified_at=utcnow() if address else None,
             )
             user_store.add(user)
-    except IntegrityError:
-        raise UsernameTaken() from None
+    except IntegrityError as error:
+        raise EmailTaken() if "email_key" in str(error.orig) else UsernameTaken() from None
     security_event("user_created", user_id=str(user.id), roles=roles)
     return user
 
@@ -62,6 +78,7 @@ def set_password(username: str, password: str) -> int:
     with write_transaction():
         user_store.set_password_hash(user.id, new_hash)
         count = session_store.revoke(user_id=user.id, reason="password_reset")
+        token_store.void(user.id, ["reset_password"], "password_changed", utcnow())
     security_event("password_reset", user_id=str(user.id), sessions_revoked=count)
     return count
 
@@ -90,14 +107,47 @@ def revoke_session_by_id(session_id: uuid.UUID) -> int:
 class Pruned:
     sessions: int
     keys: int
+    one_time_tokens: int
+    messages: int
 
 
 def prune() -> Pruned:
-    """Delete expired sessions, long-revoked sessions and dead keys.
+    """Delete expired sessions, long-revoked sessions, dead one-time tokens, old outbox
+    messages (sent or failed) and dead keys.
 
     A token naming a deleted session is rejected like a revoked one, so deleting is always safe.
     """
+    now = utcnow()
     with write_transaction():
-        sessions = session_store.delete_dead(revoked_before=utcnow() - REVOKED_SESSION_KEEP)
+        sessions = session_store.delete_dead(revoked_before=now - REVOKED_SESSION_KEEP)
+        tokens = token_store.delete_dead(now, spent_before=now - SPENT_TOKEN_KEEP)
+        messages = outbox_store.delete_done(before=now - FINISHED_MESSAGE_KEEP)
     dead_keys = keys.delete_dead_keys(runtime().keyring.policy.retain_retired)
-    return Pruned(sessions=sessions, keys=dead_keys)
+    return Pruned(sessions=sessions, keys=dead_keys, one_time_tokens=tokens, messages=messages)
+
+
+def list_outbox(status: str | None, limit: int) -> list[Any]:
+    return outbox_store.listed(status, limit)
+
+
+def retry_outbox(message_ids: list[uuid.UUID] | None) -> int:
+    """Queue failed messages again (all, or those named) whose link is still live."""
+    count = outbox_store.retry(utcnow(), message_ids)
+    runtime().outbox.wake()
+    return count
+
+
+def send_test_mail(address: str) -> None:
+    """Hand one message straight to the configured backend (not through the outbox): a
+    MailError says what the server answered."""
+    rt = runtime()
+    recipient = emails.parse(address).address
+    backend = rt.outbox.backend
+    if backend is None:
+        raise MailError("no mail server: set AUTHSVC_SMTP_URL")
+    message = EmailMessage()
+    message["Subject"] = "authsvc test message"
+    message["From"] = rt.settings.email.mail_from
+    message["To"] = recipient
+    message.set_content(f"This is a test message from {rt.settings.issuer}. Mail works.\n")
+    backend.send(message)

@@ -34,6 +34,7 @@ from ..observability import security_event
 from ..runtime import runtime
 from ..security import emails
 from ..store import one_time_tokens as token_store
+from ..store import outbox as outbox_store
 from ..store import sessions as session_store
 from ..store import users as user_store
 from ..store.database import write_transaction
@@ -142,7 +143,7 @@ def request_verification(email: str | None, caller: AccessContext | None) -> Non
         _cooldown(VERIFY_EMAIL, parsed.key)
         user = user_store.with_email(parsed.key)
         if user is None or user.email_verified_at is not None or not user.is_active:
-            _even_out()
+            _even_out(VERIFY_EMAIL)
             return
     with write_transaction():
         _issue(user, VERIFY_EMAIL, user.email)  # type: ignore[arg-type]
@@ -155,7 +156,7 @@ def forgot_password(email: str) -> None:
     _cooldown(RESET_PASSWORD, parsed.key)
     user = user_store.with_email(parsed.key)
     if user is None or not user.is_active or user.email is None:
-        _even_out()
+        _even_out(RESET_PASSWORD)
         security_event("password_reset_requested", user_id=None)
         return
     with write_transaction():
@@ -163,11 +164,18 @@ def forgot_password(email: str) -> None:
     security_event("password_reset_requested", user_id=str(user.id))
 
 
-def _even_out() -> None:
-    """The unknown address's path does what the known one's does to the database: one write
-    transaction (voiding nothing), so the two answer in about the same time."""
+def _even_out(purpose: str) -> None:
+    """The unknown address's path does the known one's work, with nothing to keep: the same
+    token and sealing arithmetic, the same statements in one write transaction (matching and
+    inserting no row), so the two answer in about the same time."""
+    rt = runtime()
+    token, _digest = rt.mail_secrets.new_token()
+    rt.mail_secrets.seal({"link": token}, uuid.uuid4())
+    rt.settings.email.link_url.format(action=_ACTIONS[purpose], token=token)
     with write_transaction():
-        token_store.void(uuid.uuid4(), [RESET_PASSWORD], "superseded", utcnow())
+        token_store.void(uuid.uuid4(), [purpose], "superseded", utcnow())
+        token_store.add_nothing()
+        outbox_store.add_nothing()
 
 
 def _live_token(token: str, purposes: list[str], now: datetime) -> tuple[str, Any]:
@@ -265,7 +273,7 @@ def change_email(context: AccessContext, new_email: str, current_password: str) 
     _cooldown(CHANGE_EMAIL, parsed.key)
     holder = user_store.with_email(parsed.key)
     if holder is not None:
-        _even_out()
+        _even_out(CHANGE_EMAIL)
         security_event("email_change_requested", user_id=str(user.id), outcome="address_taken")
         return
     with write_transaction():

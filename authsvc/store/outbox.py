@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, false, func, insert, or_, select, update
 
 from ..extensions import db
 from ..models import OutboxMessage
@@ -41,6 +41,21 @@ def add(
             created_at=now,
             next_attempt_at=now,
             expires_at=expires_at,
+        )
+    )
+
+
+def add_nothing() -> None:
+    """The INSERT of ``add`` selecting no row (see ``one_time_tokens.add_nothing``)."""
+    columns = ["id", "recipient", "template", "status", "attempts", "created_at"]
+    db.session.execute(
+        insert(OutboxMessage).from_select(
+            [*columns, "next_attempt_at", "expires_at"],
+            select(
+                *(getattr(OutboxMessage, name) for name in columns),
+                OutboxMessage.next_attempt_at,
+                OutboxMessage.expires_at,
+            ).where(false()),
         )
     )
 

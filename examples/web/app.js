@@ -2,8 +2,10 @@
 // The API base comes from ?api=...; it defaults to the `make run` address.
 "use strict";
 
-const API = new URLSearchParams(location.search).get("api") || "http://localhost:8000";
+const params = new URLSearchParams(location.search);
+const API = params.get("api") || "http://localhost:8000";
 let refreshes = 0;
+let profile = null; // the last /me answer
 
 const $ = (id) => document.getElementById(id);
 
@@ -63,6 +65,7 @@ async function report(response) {
 
 async function credentials(path) {
   const body = { username: $("username").value, password: $("password").value };
+  if (path === "/signup" && $("email").value) body.email = $("email").value; // mails a link
   const response = await call(path, { method: "POST", body });
   if (!response.ok) return report(response);
   const data = await response.json();
@@ -78,7 +81,11 @@ async function showMe() {
     return report(response);
   }
   const user = await response.json();
+  profile = user;
   $("me").textContent = JSON.stringify(user, null, 2);
+  $("email-state").textContent = user.email
+    ? `${user.email} (${user.email_verified ? "verified" : "not verified"})`
+    : "none";
   setStatus(`signed in as ${user.username}`);
 }
 
@@ -102,9 +109,79 @@ async function logout() {
   const csrfCookie = readCookie("csrf_access_token") ? "csrf_access_token" : "csrf_refresh_token";
   const response = await call("/logout", { method: "POST", csrfCookie });
   if (response.status !== 204) return report(response);
+  profile = null;
   $("me").textContent = "";
+  $("email-state").textContent = "-";
   $("sessions").replaceChildren();
   setStatus("signed out");
+}
+
+// E-mail (DESIGN §9). Each request for a mail answers 202 alike whether or not an account
+// uses the address, so the page can only say that a message may be on its way.
+async function mailed(response) {
+  if (response.status !== 202) return report(response);
+  setStatus((await response.json()).detail);
+}
+
+async function forgotPassword() {
+  const body = { email: $("forgot-email").value };
+  await mailed(await call("/password/forgot", { method: "POST", body }));
+}
+
+async function resendVerification() {
+  // Without a body the API takes the address from an Authorization header only, which a
+  // cookie-mode page has none of: send the address /me shows.
+  if (!profile) await showMe();
+  if (!profile) return;
+  if (!profile.email) return setStatus("this account has no e-mail address", true);
+  const body = { email: profile.email };
+  await mailed(await call("/email/verification", { method: "POST", body }));
+}
+
+async function changeEmail() {
+  const body = { email: $("new-email").value, current_password: $("change-password").value };
+  await mailed(await authed("/email/change", { method: "POST", body }));
+}
+
+// A mailed link opens this page with ?action=reset|verify&token=... (AUTHSVC_EMAIL_LINK_URL).
+// Opening it spends nothing (mail scanners open links too): the token is POSTed only when
+// its button is clicked. It leaves the address bar (and so the history) at once.
+const link = { action: params.get("action"), token: params.get("token") };
+
+function showLink() {
+  if (!link.token || !["reset", "verify"].includes(link.action)) return;
+  params.delete("action");
+  params.delete("token");
+  const query = String(params);
+  history.replaceState(null, "", location.pathname + (query ? `?${query}` : ""));
+  $("link").hidden = false;
+  $(`link-${link.action}`).hidden = false;
+}
+
+// The link's one POST, with its button disabled meanwhile (a double click spends it once).
+async function spend(button, path, body) {
+  $(button).disabled = true;
+  try {
+    return await call(path, { method: "POST", body: { token: link.token, ...body } });
+  } finally {
+    $(button).disabled = false;
+  }
+}
+
+async function setPassword() {
+  const body = { new_password: $("new-password").value };
+  const response = await spend("set-password", "/password/reset", body);
+  if (response.status !== 204) return report(response);
+  $("link").hidden = true;
+  setStatus("password set: every session was logged out; log in with the new password");
+}
+
+async function confirmEmail() {
+  const response = await spend("confirm-email", "/email/verify", {});
+  if (!response.ok) return report(response);
+  const user = await response.json();
+  $("link").hidden = true;
+  setStatus(`e-mail confirmed: ${user.email}`);
 }
 
 function guard(action) {
@@ -117,3 +194,9 @@ $("login").addEventListener("click", guard(() => credentials("/login")));
 $("show-me").addEventListener("click", guard(showMe));
 $("list-sessions").addEventListener("click", guard(listSessions));
 $("logout").addEventListener("click", guard(logout));
+$("forgot").addEventListener("click", guard(forgotPassword));
+$("resend-verification").addEventListener("click", guard(resendVerification));
+$("change-email").addEventListener("click", guard(changeEmail));
+$("set-password").addEventListener("click", guard(setPassword));
+$("confirm-email").addEventListener("click", guard(confirmEmail));
+showLink();

@@ -2,20 +2,32 @@
 
 Debian's Chromium (/usr/bin/chromium) driven by Playwright; no browser is ever downloaded.
 Screenshots go to test-artifacts/ (kept by CI as artifacts, ignored by git).
+
+The e-mail tests (DESIGN §9) run on both backends, mail through a real SMTP server on loopback
+(aiosmtpd), and open the link from the mail, which points at the demo page itself
+(AUTHSVC_EMAIL_LINK_URL).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
+import redis
+import requests
 
-from tests.support.helpers import PASSWORD
+from tests.support.helpers import OTHER_PASSWORD, PASSWORD, bearer
 from tests.support.servers import ROOT, authsvc_gunicorn, free_port, static_files
-from tests.support.settings import FAST_ARGON2, REQUIRE_SERVICES
+from tests.support.settings import FAST_ARGON2, REQUIRE_SERVICES, TABLES, TEST_SECRET
+from tests.support.smtp import MailServer, text_of, token_in
 
 pytestmark = pytest.mark.slow
 
@@ -88,13 +100,17 @@ def setup(tmp_path, chromium_path) -> Iterator[dict[str, str]]:
                 ATTACKER_PAGE.format(api=api, password=PASSWORD)
             )
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path=str(chromium_path), headless=True, args=CHROMIUM_ARGS
-                )
+                browser = launch(playwright, chromium_path)
                 try:
                     yield {"api": api, "page": page_origin, "evil": evil, "browser": browser}
                 finally:
                     browser.close()
+
+
+def launch(playwright: Any, chromium_path: Path) -> Any:
+    return playwright.chromium.launch(
+        executable_path=str(chromium_path), headless=True, args=CHROMIUM_ARGS
+    )
 
 
 def test_demo_page_flow_with_silent_refresh_and_csrf(setup):

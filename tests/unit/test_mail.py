@@ -1,0 +1,322 @@
+"""authsvc.mail and its settings: the SMTP URL, the backends against a real SMTP server on
+loopback (replies 2xx, 4xx, 5xx, a stopped server, STARTTLS refused, AUTH), the templates and
+their overrides, the sealing of queued mail, the retry schedule."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+from authsvc.config import ConfigError, load_settings
+from authsvc.config_email import smtp_server
+from authsvc.mail.backends import (
+    ConsoleBackend,
+    MailError,
+    PermanentMailError,
+    SmtpBackend,
+    TransientMailError,
+)
+from authsvc.mail.sender import MAX_BACKOFF_SECONDS, backoff
+from authsvc.mail.templates import TEMPLATES, MailRenderer
+from authsvc.security.one_time import TOKEN_LENGTH, MailSecrets
+from tests.support.servers import free_port
+from tests.support.settings import ISSUER, TEST_SECRET
+from tests.support.smtp import MailServer, _Recorder
+
+PRODUCTION = {"AUTHSVC_SECRET_KEY": TEST_SECRET, "AUTHSVC_ISSUER": ISSUER}
+
+
+def email_settings(tmp_path: Path, **overrides: str):
+    return load_settings(str(tmp_path), {**PRODUCTION, **overrides}, environ={}).email
+
+
+def refused(tmp_path: Path, variable: str, **overrides: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        email_settings(tmp_path, **overrides)
+    assert variable in str(info.value), str(info.value)
+    return str(info.value)
+
+
+# -- settings -------------------------------------------------------------------------------------
+
+
+def test_email_defaults(tmp_path):
+    settings = email_settings(tmp_path)
+    assert settings.verification == "optional"
+    assert settings.link_url == f"{ISSUER}/email-action?action={{action}}&token={{token}}"
+    assert (settings.verification_ttl, settings.change_ttl, settings.reset_ttl) == (
+        86_400,
+        86_400,
+        1_800,
+    )
+    assert settings.cooldown == 60
+    # Production without a mail server: mail waits in the outbox (never the console).
+    assert settings.backend == "none" and settings.smtp is None
+    assert settings.mail_from == "no-reply@auth.test"
+    development = load_settings(str(tmp_path), {"AUTHSVC_ENV": "development"}, environ={}).email
+    assert development.backend == "console"
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "tls", "user", "password"),
+    [
+        ("smtp://mail.example.com", "mail.example.com", 587, "starttls", None, None),
+        (
+            "smtp://u:p%40ss@mail.example.com:2525",
+            "mail.example.com",
+            2525,
+            "starttls",
+            "u",
+            "p@ss",
+        ),
+        ("smtp://mail.example.com?starttls=false", "mail.example.com", 25, "none", None, None),
+        ("smtps://u:pw@mail.example.com", "mail.example.com", 465, "implicit", "u", "pw"),
+    ],
+)
+def test_smtp_urls(url, host, port, tls, user, password):
+    server = smtp_server(url, 10.0)
+    assert (server.host, server.port, server.tls, server.username, server.password) == (
+        host,
+        port,
+        tls,
+        user,
+        password,
+    )
+    assert "pw" not in repr(server) and "p@ss" not in repr(server)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://mail.example.com",
+        "smtp://",
+        "smtp://mail.example.com?starttls=maybe",
+        "smtp://mail.example.com?tls=true",
+        "smtps://mail.example.com?starttls=true",
+        "smtp://mail.example.com:99999",
+    ],
+)
+def test_bad_smtp_urls_stop_the_start(tmp_path, url):
+    refused(tmp_path, "AUTHSVC_SMTP_URL", AUTHSVC_SMTP_URL=url)
+
+
+def test_the_console_backend_is_refused_in_production(tmp_path):
+    message = refused(tmp_path, "AUTHSVC_MAIL_BACKEND", AUTHSVC_MAIL_BACKEND="console")
+    assert "development" in message
+
+
+def test_required_verification_needs_a_mail_server(tmp_path):
+    refused(tmp_path, "AUTHSVC_EMAIL_VERIFICATION", AUTHSVC_EMAIL_VERIFICATION="required")
+    settings = email_settings(
+        tmp_path, AUTHSVC_EMAIL_VERIFICATION="required", AUTHSVC_SMTP_URL="smtp://m.example"
+    )
+    assert settings.verification == "required" and settings.backend == "smtp"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("AUTHSVC_EMAIL_VERIFICATION", "sometimes"),
+        ("AUTHSVC_EMAIL_LINK_URL", "https://app.example/verify"),  # no {token}
+        ("AUTHSVC_EMAIL_LINK_URL", "javascript:{token}"),
+        ("AUTHSVC_EMAIL_LINK_URL", "https://app.example/?t={token}&u={user}"),
+        ("AUTHSVC_PASSWORD_RESET_TTL", "10"),
+        ("AUTHSVC_EMAIL_COOLDOWN", "-1"),
+        ("AUTHSVC_MAIL_FROM", "nobody"),
+        ("AUTHSVC_MAIL_TEMPLATES", "/no/such/folder"),
+        ("AUTHSVC_OUTBOX_SENDER", "cron"),
+        ("AUTHSVC_RATELIMIT_EMAIL_ADDRESS", "often"),
+    ],
+)
+def test_bad_email_settings_stop_the_start(tmp_path, variable, value):
+    refused(tmp_path, variable, **{variable: value})
+
+
+def test_an_apps_own_link_page(tmp_path):
+    settings = email_settings(
+        tmp_path, AUTHSVC_EMAIL_LINK_URL="https://app.example/account/{action}#token={token}"
+    )
+    assert settings.link_url.format(action="reset", token="T") == (
+        "https://app.example/account/reset#token=T"
+    )
+
+
+# -- backends against a real SMTP server ----------------------------------------------------------
+
+
+def message_to(address: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = "auth@example.com"
+    message["To"] = address
+    message["Subject"] = "hello"
+    message.set_content("the body")
+    return message
+
+
+def plain_backend(server: MailServer) -> SmtpBackend:
+    return SmtpBackend(smtp_server(server.url, 5.0))
+
+
+def test_smtp_delivers(mail_server):
+    plain_backend(mail_server).send(message_to("bob@example.com"))
+    (received,) = mail_server.wait_for(1, to="bob@example.com")
+    assert received["Subject"] == "hello"
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        ("451 4.3.0 try again later", TransientMailError),
+        ("421 4.7.0 too busy", TransientMailError),
+        ("550 5.1.1 no such mailbox", PermanentMailError),
+        ("554 5.7.1 rejected", PermanentMailError),
+    ],
+)
+def test_smtp_replies_are_classified(mail_server, reply, error):
+    mail_server.reply = reply
+    with pytest.raises(error) as info:
+        plain_backend(mail_server).send(message_to("bob@example.com"))
+    assert str(info.value).startswith(reply.split()[0])
+    assert "the body" not in str(info.value)
+
+
+def test_a_stopped_server_is_a_transient_error():
+    server = MailServer()  # never started: connection refused
+    with pytest.raises(TransientMailError):
+        plain_backend(server).send(message_to("bob@example.com"))
+
+
+def test_starttls_is_required_by_default(mail_server):
+    """smtp:// without ?starttls=false never falls back to cleartext."""
+    backend = SmtpBackend(smtp_server(f"smtp://127.0.0.1:{mail_server.port}", 5.0))
+    with pytest.raises(PermanentMailError):
+        backend.send(message_to("bob@example.com"))
+    assert mail_server.messages() == []
+
+
+def test_smtp_authentication():
+    seen: list[tuple[bytes, bytes]] = []
+
+    def authenticator(_server, _session, _envelope, mechanism, data):
+        seen.append((data.login, data.password))
+        return AuthResult(success=data.login == b"mailer" and data.password == b"s3cret")
+
+    recorder = MailServer()
+    port = free_port()
+    controller = Controller(
+        _Recorder(recorder),
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=authenticator,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        good = SmtpBackend(smtp_server(f"smtp://mailer:s3cret@127.0.0.1:{port}?starttls=false", 5))
+        good.send(message_to("bob@example.com"))
+        assert len(recorder.wait_for(1)) == 1
+        bad = SmtpBackend(smtp_server(f"smtp://mailer:wrong@127.0.0.1:{port}?starttls=false", 5))
+        # Refused (535; aiosmtpd then drops the connection when smtplib tries LOGIN next).
+        with pytest.raises(MailError) as info:
+            bad.send(message_to("bob@example.com"))
+        assert "wrong" not in str(info.value)
+        assert len(recorder.messages()) == 1
+        assert (b"mailer", b"s3cret") in seen
+    finally:
+        controller.stop()
+
+
+def test_the_console_backend_prints_the_message():
+    stream = io.StringIO()
+    ConsoleBackend(stream).send(message_to("bob@example.com"))
+    assert "To: bob@example.com" in stream.getvalue()
+    assert "the body" in stream.getvalue()
+
+
+# -- templates ------------------------------------------------------------------------------------
+
+
+def context():
+    return {
+        "username": "alice",
+        "email": "alice@example.com",
+        "new_email": "alice@new.example",
+        "link": "https://auth.test/email-action?action=verify&token=T",
+        "expires_in": "24 hours",
+        "issuer": "https://auth.test",
+        "how": "changed",
+    }
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_every_template_renders_text_and_html(template):
+    message = MailRenderer("Acme <auth@acme.test>", None).render(
+        template, "alice@example.com", context()
+    )
+    assert message["From"] == "Acme <auth@acme.test>"
+    assert message["To"] == "alice@example.com"
+    assert message["Subject"] and "\n" not in message["Subject"]
+    assert message["Message-ID"].endswith("@acme.test>")
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    assert "alice" in text and "alice" in html
+    if template in {"verify_email", "reset_password", "change_email"}:
+        assert context()["link"] in text
+        assert 'href="https://auth.test/email-action?action=verify&amp;token=T"' in html
+
+
+def test_html_escapes_values():
+    values = {**context(), "username": "<script>x</script>"}
+    message = MailRenderer("a@b.test", None).render("verify_email", "a@b.test", values)
+    html = message.get_body(("html",)).get_content()
+    assert "<script>x" not in html and "&lt;script&gt;" in html
+
+
+def test_templates_can_be_overridden_one_file_at_a_time(tmp_path):
+    (tmp_path / "reset_password.subject.txt").write_text("Acme: new password for {{ username }}")
+    message = MailRenderer("a@b.test", str(tmp_path)).render(
+        "reset_password", "a@b.test", context()
+    )
+    assert message["Subject"] == "Acme: new password for alice"
+    # The parts not overridden are the built-in ones.
+    assert context()["link"] in message.get_body(("plain",)).get_content()
+
+
+def test_unknown_templates_are_refused():
+    with pytest.raises(ValueError):
+        MailRenderer("a@b.test", None).render("../../etc/passwd", "a@b.test", context())
+
+
+# -- secrets and retries --------------------------------------------------------------------------
+
+
+def test_tokens_are_random_and_only_their_digest_is_kept():
+    secrets = MailSecrets(TEST_SECRET)
+    token, digest = secrets.new_token()
+    assert len(token) == TOKEN_LENGTH and secrets.well_formed(token)
+    assert token not in digest and len(digest) == 64
+    assert secrets.digest(token) == digest
+    assert MailSecrets(TEST_SECRET + "x").digest(token) != digest  # keyed by the secret
+    assert len({secrets.new_token()[0] for _ in range(100)}) == 100
+
+
+def test_a_sealed_context_opens_only_in_its_own_row_under_the_same_secret():
+    secrets = MailSecrets(TEST_SECRET)
+    row = uuid.uuid4()
+    blob = secrets.seal({"link": "https://x/?token=T"}, row)
+    assert b"token=T" not in blob
+    assert secrets.open(blob, row) == {"link": "https://x/?token=T"}
+    assert secrets.open(blob, uuid.uuid4()) is None
+    assert MailSecrets(TEST_SECRET + "x").open(blob, row) is None
+
+
+def test_the_retry_schedule_doubles_up_to_30_seconds():
+    delays = [backoff(attempt).total_seconds() for attempt in range(1, 9)]
+    assert delays == [1, 2, 4, 8, 16, 30, 30, 30]
+    assert max(delays) == MAX_BACKOFF_SECONDS
