@@ -30,7 +30,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 SECRETS = ("AUTHSVC_SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD")
 REQUIRED = (*SECRETS, "AUTHSVC_ISSUER")
-SERVICES = {"postgres", "redis", "migrate", "authsvc", "downstream"}
+SERVICES = {"postgres", "redis", "migrate", "authsvc", "downstream", "mailpit"}
 PINNED_PYTHON = re.compile(r"^python:3\.\d+\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?$")
 
 
@@ -455,6 +455,27 @@ def test_compose_services(compose: dict):
     # The demo's issuer must be reachable from the downstream container: a compose service name.
     issuer = urlsplit(example["AUTHSVC_ISSUER"])
     assert issuer.hostname == "authsvc" and issuer.port == 8000
+
+    # Mail goes to the local catcher by default; its web UI only on the loopback interface.
+    mailpit = services["mailpit"]
+    assert re.fullmatch(r"axllent/mailpit:v\d+\.\d+\.\d+", mailpit["image"])
+    assert [(port["target"], port["host_ip"]) for port in mailpit["ports"]] == [(8025, "127.0.0.1")]
+    assert environment["AUTHSVC_SMTP_URL"] == "smtp://mailpit:1025?starttls=false"
+    assert migrate["environment"]["AUTHSVC_SMTP_URL"] == environment["AUTHSVC_SMTP_URL"]
+    # Mailed links open in the user's browser, which reaches localhost, not the service name.
+    link = environment["AUTHSVC_EMAIL_LINK_URL"]
+    assert link.startswith("http://localhost:8000/email-action?") and "{token}" in link
+
+
+def test_compose_mail_settings_are_accepted_by_authsvc(compose: dict, tmp_path: Path):
+    from authsvc.config import load_settings
+
+    environment = dict(compose["services"]["authsvc"]["environment"])
+    environment["AUTHSVC_SECRET_KEY"] = TEST_SECRET  # .env.example's placeholder is refused
+    settings = load_settings(str(tmp_path), environ={k: str(v) for k, v in environment.items()})
+    assert settings.email.backend == "smtp"
+    assert settings.email.smtp is not None and settings.email.smtp.host == "mailpit"
+    assert settings.email.smtp.tls == "none"
 
 
 @pytest.mark.parametrize("variable", REQUIRED)
