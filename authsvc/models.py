@@ -58,6 +58,12 @@ class SessionLike(Protocol):
     def generation(self) -> int: ...
     @property
     def expires_at(self) -> datetime: ...
+    @property
+    def amr(self) -> list[str]: ...
+    @property
+    def aal(self) -> str: ...
+    @property
+    def auth_time(self) -> datetime: ...
 
 
 LogoutScope = Literal["local", "global", "others"]
@@ -203,6 +209,11 @@ class Session(db.Model):
     revoked_reason: Mapped[str | None] = mapped_column(String(32))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     ip: Mapped[str | None] = mapped_column(String(64))
+    # How the user proved who they are when the session began (DESIGN §10): RFC 8176 methods,
+    # the assurance level, and when. Every token of the session carries them; a refresh keeps them.
+    amr: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["pwd"])
+    aal: Mapped[str] = mapped_column(String(8), default="aal1")
+    auth_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     user: Mapped[User] = relationship(back_populates="sessions")
 

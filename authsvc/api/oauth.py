@@ -76,6 +76,9 @@ def introspect() -> Response:
             nbf=claims["nbf"],
             jti=claims["jti"],
             sid=claims["sid"],
+            amr=claims.get("amr"),
+            aal=claims.get("aal"),
+            auth_time=claims.get("auth_time"),
         )
     # RFC 7662: an inactive token gets `{"active": false}` and nothing else.
     response = json_response(answer, exclude_none=True)

@@ -88,6 +88,9 @@ class Introspection(BaseModel):
     nbf: int | None = None
     jti: str | None = None
     sid: str | None = None
+    amr: list[str] | None = None
+    aal: str | None = None
+    auth_time: int | None = None
 
 
 class UserOut(BaseModel):

@@ -35,8 +35,10 @@ PASSWORD_GUESSES = "login-password"  # noqa: S105 (a counter name)
 PASSWORD_CHANGE_GUESSES = "change-password"  # noqa: S105 (a counter name)
 
 
-def new_session_values(user_id: uuid.UUID, client: Client) -> dict[str, Any]:
-    """The columns of a session created now for ``user_id``."""
+def new_session_values(
+    user_id: uuid.UUID, client: Client, *, amr: tuple[str, ...] = ("pwd",), aal: str = "aal1"
+) -> dict[str, Any]:
+    """The columns of a session created now for ``user_id``, proven by ``amr`` at ``aal``."""
     now = utcnow()
     return {
         "id": uuid.uuid4(),
@@ -48,6 +50,9 @@ def new_session_values(user_id: uuid.UUID, client: Client) -> dict[str, Any]:
         "expires_at": now + timedelta(seconds=runtime().settings.session_max_age),
         "user_agent": client.user_agent,
         "ip": client.ip,
+        "amr": list(amr),
+        "aal": aal,
+        "auth_time": now,
     }
 
 

@@ -76,6 +76,9 @@ ROTATE = DirectStatement(
         Session.id,
         Session.generation,
         Session.expires_at,
+        Session.amr,
+        Session.aal,
+        Session.auth_time,
         Session.user_id,
         _user_column(User.username).label("username"),
         _user_column(User.roles).label("roles"),
@@ -121,6 +124,9 @@ _SESSION_COLUMNS = (
     "expires_at",
     "user_agent",
     "ip",
+    "amr",
+    "aal",
+    "auth_time",
 )
 # A login's session, inserted only while the password it checked is still the user's (its
 # ``password_version``) and the user is active: a password change, reset or disable that

@@ -1,7 +1,8 @@
 """Signing a token pair for a session (DESIGN §3).
 
 Access token (RFC 9068): signed with the active asymmetric key, header ``typ: at+jwt`` and
-``kid``; claims iss, aud, sub, iat, nbf, exp, jti, sid, roles, type=access, fresh. Refresh
+``kid``; claims iss, aud, sub, iat, nbf, exp, jti, sid, roles, amr, aal, auth_time (the
+session's: a refresh keeps them, DESIGN §10), type=access, fresh (the login's token only). Refresh
 token: HS256 with the active key's HMAC secret, which only this service holds (header ``kid``
 ``hs.<kid>``), ``type: refresh``, ``sid``, the session generation ``gen``, and ``aud`` = the
 issuer: no downstream service can verify one, let alone take it for an access token.
@@ -61,7 +62,13 @@ def issue_pair(user: UserLike, session: SessionLike, *, fresh: bool) -> TokenPai
             identity=identity,
             fresh=fresh,
             expires_delta=timedelta(seconds=settings.access_token_ttl),
-            additional_claims={"sid": sid, "roles": list(user.roles or [])},
+            additional_claims={
+                "sid": sid,
+                "roles": list(user.roles or []),
+                "amr": list(session.amr),
+                "aal": session.aal,
+                "auth_time": int(session.auth_time.timestamp()),
+            },
             additional_headers={"kid": key.kid, "typ": ACCESS_TYP},
         )
     # PyJWT takes a header's "alg" over the configured algorithm (JWT_ALGORITHM, the access

@@ -10,7 +10,10 @@ import jwt
 from tests.support.helpers import bearer, claims_of, signup
 from tests.support.settings import ISSUER
 
-ACCESS_CLAIMS = {"iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "roles", "type", "fresh"}
+ACCESS_CLAIMS = {
+    *("iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "roles", "type", "fresh"),
+    *("amr", "aal", "auth_time"),  # DESIGN §10
+}
 
 
 def test_access_token_header_and_claims(client):
