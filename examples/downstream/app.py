@@ -354,6 +354,25 @@ def create_app(issuer: str | None = None) -> Flask:
             )
         return jsonify(admin=True, sub=get_jwt_identity())
 
+    @app.get("/sensitive")
+    @access_token_required
+    def sensitive() -> Response:
+        """Needs a second factor at login (authsvc's `aal` claim, DESIGN §10). The refusal is
+        RFC 9470's step-up challenge: the client logs the user in again with MFA."""
+        if get_jwt().get("aal") != "aal2":
+            return problem(
+                403,
+                "insufficient_user_authentication",
+                "This endpoint needs a login with a second factor (aal2).",
+                {
+                    "WWW-Authenticate": (
+                        f'Bearer realm="{REALM}", error="insufficient_user_authentication", '
+                        'error_description="a login with a second factor is required"'
+                    )
+                },
+            )
+        return jsonify(sensitive=True, sub=get_jwt_identity(), amr=get_jwt().get("amr"))
+
     @app.get("/healthz")
     def healthz() -> Response:
         """The process is up; authsvc being down does not make a restart useful."""

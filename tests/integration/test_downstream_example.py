@@ -195,6 +195,12 @@ def test_downstream_accepts_only_authsvc_access_tokens(authsvc: Authsvc, downstr
     assert admin.headers["Content-Type"] == "application/problem+json"
     assert admin.json()["code"] == "insufficient_role"
 
+    # A password login is aal1: the aal2 route answers RFC 9470's step-up challenge.
+    sensitive = call(downstream, "/sensitive", access)
+    assert sensitive.status_code == 403, sensitive.text
+    assert sensitive.json()["code"] == "insufficient_user_authentication"
+    assert 'error="insufficient_user_authentication"' in sensitive.headers["WWW-Authenticate"]
+
 
 @pytest.mark.slow
 def test_key_rotation_reaches_the_running_downstream_without_a_restart(
@@ -262,6 +268,9 @@ def test_downstream_checks_claims_of_validly_signed_tokens(authsvc: Authsvc, dow
         admin = call(downstream, "/admin", token(roles=["admin"]))
         assert admin.status_code == 200, admin.text
         assert admin.json() == {"admin": True, "sub": claims["sub"]}
+        stepped_up = call(downstream, "/sensitive", token(aal="aal2", amr=["pwd", "otp"]))
+        assert stepped_up.status_code == 200, stepped_up.text
+        assert stepped_up.json() == {"sensitive": True, "sub": claims["sub"], "amr": ["pwd", "otp"]}
         within_leeway = call(downstream, "/hello", token(exp=now - 3, iat=now - 60, nbf=now - 60))
         assert within_leeway.status_code == 200, within_leeway.text
 
