@@ -48,7 +48,8 @@ def request_verification() -> Response:
     account holds it), or, with an access token and no body, to the caller's address."""
     body = parse_body(OptionalEmailRequest, optional=True)
     address = body.email if body is not None else None
-    caller = authenticated() if address is None and "Authorization" in request.headers else None
+    # No address: the caller's own, so a token is needed (a header, or cookies with CSRF).
+    caller = authenticated() if address is None else None
     email.request_verification(address, caller)
     return _accepted()
 

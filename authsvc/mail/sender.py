@@ -172,7 +172,9 @@ class OutboxSender:
             return
         assert self.backend is not None
         try:
-            self.backend.send(self.renderer.render(row.template, row.recipient, context))
+            self.backend.send(
+                self.renderer.render(row.template, row.recipient, context, message_id=row.id)
+            )
         except TransientMailError as error:
             retry_at = now + backoff(row.attempts)
             if retry_at >= row.expires_at:

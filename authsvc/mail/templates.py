@@ -4,6 +4,7 @@ in ``AUTHSVC_MAIL_TEMPLATES``."""
 
 from __future__ import annotations
 
+import uuid
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -30,7 +31,15 @@ class MailRenderer:
         )
         self.mail_from = mail_from
 
-    def render(self, template: str, recipient: str, context: dict[str, Any]) -> EmailMessage:
+    def render(
+        self,
+        template: str,
+        recipient: str,
+        context: dict[str, Any],
+        message_id: uuid.UUID | None = None,
+    ) -> EmailMessage:
+        """The message; ``message_id`` (the outbox row's) makes its Message-ID the same on every
+        attempt, so a copy that a retry sends again is recognisably the same message."""
         if template not in TEMPLATES:
             raise ValueError(f"no mail template {template!r}")
         environment = self._environment
@@ -40,7 +49,10 @@ class MailRenderer:
         message["From"] = self.mail_from
         message["To"] = Address(addr_spec=recipient)
         message["Date"] = formatdate(localtime=False)
-        message["Message-ID"] = make_msgid(domain=self.mail_from.rpartition("@")[2].strip("> "))
+        domain = self.mail_from.rpartition("@")[2].strip("> ")
+        message["Message-ID"] = (
+            f"<{message_id}@{domain}>" if message_id else make_msgid(domain=domain)
+        )
         message["Auto-Submitted"] = "auto-generated"
         message.set_content(environment.get_template(f"{template}.txt").render(context))
         message.add_alternative(

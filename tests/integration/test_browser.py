@@ -174,3 +174,282 @@ def test_demo_page_flow_with_silent_refresh_and_csrf(setup):
     page.wait_for_function("document.getElementById('status').textContent.includes('401')")
     page.screenshot(path=str(ARTIFACTS / "browser-4-signed-out.png"))
     context.close()
+
+
+# -- e-mail: verification, password reset, change (DESIGN §9) -------------------------------------
+
+MAIL_TIMEOUT = 20  # seconds for a message to cross the outbox, the sender thread and SMTP
+# The whole link, as mailed (text part): it points at the demo page, token and all.
+LINK = re.compile(r"https?://\S+[?&]token=[A-Za-z0-9_-]{43}")
+
+
+@dataclass
+class MailDemo:
+    api: str
+    page_origin: str
+    mail: MailServer
+    browser: Any
+
+    @property
+    def page_url(self) -> str:
+        return f"{self.page_origin}/index.html?api={self.api}"
+
+    def url(self, path: str) -> str:
+        return self.api + path
+
+    def new_page(self, url: str | None = None) -> Any:
+        """A page in a fresh browser context (another device: no cookies shared)."""
+        page = self.browser.new_context().new_page()
+        page.set_default_timeout(15_000)
+        if url is not None:
+            page.goto(url)
+        return page
+
+
+def backend_env(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """SQLite: the embedded default (one process, no Redis); PostgreSQL + Redis: production,
+    two workers (each with its own outbox sender), on a fresh database."""
+    if backend == "sqlite":
+        return {"AUTHSVC_ENV": "development", "DATABASE_URL": f"sqlite:///{tmp_path}/authsvc.db"}
+    database = request.getfixturevalue("postgres_url")
+    redis_url = request.getfixturevalue("redis_url")
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+    redis.Redis.from_url(redis_url).flushdb()
+    return {
+        "AUTHSVC_ENV": "production",
+        "AUTHSVC_SECRET_KEY": TEST_SECRET,
+        "DATABASE_URL": database,
+        "REDIS_URL": redis_url,
+        "WEB_CONCURRENCY": "2",
+    }
+
+
+@pytest.fixture
+def mail_demo(
+    backend: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    chromium_path: Path,
+    mail_server: MailServer,
+) -> Iterator[MailDemo]:
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    with static_files(ROOT / "examples" / "web") as page_origin:
+        port = free_port()
+        api = f"http://127.0.0.1:{port}"
+        env = {
+            **{key: value for key, value in os.environ.items() if key != "REDIS_URL"},
+            **FAST_ARGON2,
+            "AUTHSVC_ISSUER": api,
+            "AUTHSVC_TOKEN_LOCATION": "headers,cookies",
+            "AUTHSVC_CORS_ORIGINS": page_origin,
+            "AUTHSVC_SMTP_URL": mail_server.url,
+            # Mailed links open the demo page, which handles ?action=...&token=... itself.
+            "AUTHSVC_EMAIL_LINK_URL": (
+                f"{page_origin}/index.html?api={api}&action={{action}}&token={{token}}"
+            ),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+            **backend_env(backend, request, tmp_path),
+        }
+        with (
+            authsvc_gunicorn(env, port, tmp_path / "authsvc.log"),
+            sync_playwright() as playwright,
+        ):
+            browser = launch(playwright, chromium_path)
+            try:
+                yield MailDemo(api, page_origin, mail_server, browser)
+            finally:
+                browser.close()
+
+
+def wait_for_mail(server: MailServer, to: str, subject: str) -> EmailMessage:
+    """The first message to ``to`` with ``subject``, waiting up to MAIL_TIMEOUT seconds."""
+    deadline = time.monotonic() + MAIL_TIMEOUT
+    while True:
+        found = [m for m in server.messages(to) if m["Subject"] == subject]
+        if found:
+            return found[0]
+        if time.monotonic() > deadline:
+            got = [(m["To"], m["Subject"]) for m in server.messages()]
+            raise AssertionError(f"no {subject!r} message to {to} in {MAIL_TIMEOUT} s; got {got}")
+        time.sleep(0.05)
+
+
+def link_in(message: EmailMessage) -> str:
+    found = LINK.search(text_of(message))
+    assert found is not None, f"no link in: {text_of(message)!r}"
+    return found.group(0)
+
+
+def posts_of(page: Any) -> list[str]:
+    """Every POST the page makes from now on (CORS preflights are OPTIONS, not counted)."""
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    return posts
+
+
+def wait_for_text(page: Any, element: str, text: str) -> None:
+    page.wait_for_function(
+        "([id, text]) => document.getElementById(id).textContent.includes(text)",
+        arg=[element, text],
+    )
+
+
+def sign_up(page: Any, username: str, email: str) -> None:
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.fill("#email", email)
+    page.click("#signup")
+    wait_for_text(page, "email-state", f"{email} (not verified)")
+
+
+def api_login(demo: MailDemo, username: str, password: str) -> requests.Response:
+    body = {"username": username, "password": password}
+    return requests.post(demo.url("/login"), json=body, timeout=10)
+
+
+def api_me(demo: MailDemo, access_token: str) -> requests.Response:
+    return requests.get(demo.url("/me"), headers=bearer(access_token), timeout=10)
+
+
+def test_password_reset_by_mail_in_the_browser(mail_demo: MailDemo):
+    demo, address = mail_demo, "reset@example.com"
+    # Device A signs up with an address and stays signed in; a header-mode client (an app)
+    # holds a second session. Neither may survive the reset.
+    device = demo.new_page(demo.page_url)
+    sign_up(device, "resetter", address)
+    app_session = api_login(demo, "resetter", PASSWORD)
+    assert app_session.status_code == 200, app_session.text
+    app_token = app_session.json()["access_token"]
+
+    # Device B forgot the password: the page asks for a link by mail.
+    page = demo.new_page(demo.page_url)
+    page.fill("#forgot-email", address)
+    page.click("#forgot")
+    wait_for_text(page, "status", "a message is on its way")
+    message = wait_for_mail(demo.mail, address, "Reset your password")
+    link = link_in(message)
+    assert link.startswith(f"{demo.page_url}&action=reset&token="), link
+
+    # Opening the link shows a form and POSTs nothing; the token leaves the address bar.
+    posts = posts_of(page)
+    page.goto(link)
+    page.wait_for_selector("#set-password", state="visible")
+    assert "token=" not in page.url
+    assert posts == []
+    # The token is still live after the load: a weak password is refused with it (and leaves
+    # it live), which an unknown or spent token would not get as far as.
+    weak = requests.post(
+        demo.url("/password/reset"),
+        json={"token": token_in(message), "new_password": "short"},
+        timeout=10,
+    )
+    assert (weak.status_code, weak.json()["code"]) == (400, "weak_password"), weak.text
+    page.screenshot(path=str(ARTIFACTS / "browser-mail-1-reset-form.png"))
+
+    page.fill("#new-password", OTHER_PASSWORD)
+    page.click("#set-password")
+    wait_for_text(page, "status", "password set")
+    assert posts == [demo.url("/password/reset")]
+    assert page.is_hidden("#link")
+    page.screenshot(path=str(ARTIFACTS / "browser-mail-2-password-set.png"))
+
+    # Every session from before the reset is dead: device A's cookies and the app's token.
+    device.click("#show-me")
+    wait_for_text(device, "status", "401")
+    assert device.text_content("#me") == ""
+    assert api_me(demo, app_token).status_code == 401
+    # The old password no longer logs in (in the page, nor through the API); the new one does.
+    page.fill("#username", "resetter")
+    page.fill("#password", PASSWORD)
+    page.click("#login")
+    wait_for_text(page, "status", "401 invalid_credentials")
+    assert api_login(demo, "resetter", PASSWORD).status_code == 401
+    page.fill("#password", OTHER_PASSWORD)
+    page.click("#login")
+    wait_for_text(page, "status", "signed in as resetter")
+    # The link reached the address, so the reset verified it; the owner is told by mail.
+    wait_for_text(page, "email-state", f"{address} (verified)")
+    notice = wait_for_mail(demo.mail, address, "Your password was changed")
+    assert LINK.search(text_of(notice)) is None
+    # The link works once.
+    again = requests.post(
+        demo.url("/password/reset"),
+        json={"token": token_in(message), "new_password": "yet another long passphrase"},
+        timeout=10,
+    )
+    assert (again.status_code, again.json()["code"]) == (400, "invalid_token"), again.text
+
+
+def test_verification_link_spends_its_token_only_on_the_click(mail_demo: MailDemo):
+    demo, address = mail_demo, "verify@example.com"
+    page = demo.new_page(demo.page_url)
+    sign_up(page, "verifier", address)
+    message = wait_for_mail(demo.mail, address, "Confirm your e-mail address")
+    link = link_in(message)
+    assert link.startswith(f"{demo.page_url}&action=verify&token="), link
+    # Resending at once is refused: the signup mail was this address's one per cooldown.
+    page.click("#resend-verification")
+    wait_for_text(page, "status", "429 rate_limited")
+
+    # The link opened in another browser (the phone that reads the mail, or a mail scanner):
+    # the page loads, shows a button and POSTs nothing.
+    phone = demo.new_page()
+    posts = posts_of(phone)
+    phone.goto(link)
+    phone.wait_for_selector("#confirm-email", state="visible")
+    assert "token=" not in phone.url
+    phone.screenshot(path=str(ARTIFACTS / "browser-mail-3-confirm-button.png"))
+    assert posts == []
+    session = api_login(demo, "verifier", PASSWORD)
+    assert session.status_code == 200, session.text
+    access_token = session.json()["access_token"]
+    assert api_me(demo, access_token).json()["email_verified"] is False
+
+    phone.click("#confirm-email")
+    wait_for_text(phone, "status", f"e-mail confirmed: {address}")
+    assert posts == [demo.url("/email/verify")]
+    me = api_me(demo, access_token).json()
+    assert (me["email"], me["email_verified"]) == (address, True)
+    # Spent: the same token again is refused.
+    again = requests.post(demo.url("/email/verify"), json={"token": token_in(message)}, timeout=10)
+    assert (again.status_code, again.json()["code"]) == (400, "invalid_token"), again.text
+    # The signed-in page sees it on its next /me.
+    page.click("#show-me")
+    wait_for_text(page, "email-state", f"{address} (verified)")
+    phone.screenshot(path=str(ARTIFACTS / "browser-mail-4-confirmed.png"))
+
+
+def test_change_email_in_the_browser(mail_demo: MailDemo):
+    demo, old, new = mail_demo, "old@example.com", "new@example.com"
+    page = demo.new_page(demo.page_url)
+    sign_up(page, "mover", old)
+
+    # A wrong current password is refused; the right one mails a link to the new address.
+    page.fill("#new-email", new)
+    page.fill("#change-password", OTHER_PASSWORD)
+    page.click("#change-email")
+    wait_for_text(page, "status", "401 invalid_credentials")
+    page.fill("#change-password", PASSWORD)
+    page.click("#change-email")
+    wait_for_text(page, "status", "a message is on its way")
+    message = wait_for_mail(demo.mail, new, "Confirm your new e-mail address")
+
+    # Followed in the same browser (still signed in): nothing changes before the click.
+    posts = posts_of(page)
+    page.goto(link_in(message))
+    page.wait_for_selector("#confirm-email", state="visible")
+    assert posts == []
+    page.click("#show-me")
+    wait_for_text(page, "email-state", f"{old} (not verified)")
+    page.click("#confirm-email")
+    wait_for_text(page, "status", f"e-mail confirmed: {new}")
+    page.click("#show-me")
+    wait_for_text(page, "email-state", f"{new} (verified)")
+    # The old address is told (and gets no link).
+    notice = wait_for_mail(demo.mail, old, "Your e-mail address was changed")
+    assert LINK.search(text_of(notice)) is None

@@ -271,6 +271,13 @@ def test_every_template_renders_text_and_html(template):
         assert 'href="https://auth.test/email-action?action=verify&amp;token=T"' in html
 
 
+def test_an_outbox_message_keeps_its_message_id_on_every_attempt():
+    renderer = MailRenderer("Acme <auth@acme.test>", None)
+    row = uuid.uuid4()
+    first, retry = (renderer.render("verify_email", "a@b.test", context(), row) for _ in range(2))
+    assert first["Message-ID"] == retry["Message-ID"] == f"<{row}@acme.test>"
+
+
 def test_html_escapes_values():
     values = {**context(), "username": "<script>x</script>"}
     message = MailRenderer("a@b.test", None).render("verify_email", "a@b.test", values)
