@@ -113,6 +113,13 @@ def email_settings(read: Reader, development: bool, issuer: str) -> EmailSetting
         raise ConfigError("AUTHSVC_MAIL_BACKEND=console is for development only")
     if backend == "smtp" and smtp is None:
         raise ConfigError("AUTHSVC_MAIL_BACKEND=smtp needs AUTHSVC_SMTP_URL")
+    remote = smtp is not None and smtp.host not in {"localhost", "127.0.0.1", "::1"}
+    if remote and smtp.password and smtp.tls == "none" and not development:  # type: ignore[union-attr]
+        # The password would cross the network in clear text.
+        raise ConfigError(
+            "AUTHSVC_SMTP_URL sends a password without TLS (starttls=false) to a remote "
+            "host: use STARTTLS or smtps://"
+        )
     if backend == "none" and verification == "required":
         raise ConfigError(
             "AUTHSVC_EMAIL_VERIFICATION=required needs a mail server: set AUTHSVC_SMTP_URL"

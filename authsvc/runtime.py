@@ -17,13 +17,14 @@ from sqlalchemy.orm import Session as OrmSession
 from .config import Settings
 from .extensions import db
 from .mail.backends import ConsoleBackend, MailBackend, SmtpBackend
-from .mail.sender import QUEUED_PENDING_KEY, OutboxSender
+from .mail.sender import OutboxSender
 from .mail.templates import MailRenderer
 from .security.attempts import FailureLimits
 from .security.breached import BreachedPasswordChecker
 from .security.keys import KeyPolicy, KeyRing
 from .security.one_time import MailSecrets
 from .security.passwords import PasswordHasher, PasswordPolicy
+from .store.outbox import QUEUED_PENDING_KEY
 from .store.sessions import REVOKED_PENDING_KEY
 from .tokens.cache import VerifiedTokens
 from .tokens.session_states import SessionStates
@@ -48,6 +49,7 @@ class Runtime:
     verified_tokens: VerifiedTokens
     session_states: SessionStates
     failures: FailureLimits
+    mail_cooldowns: FailureLimits
     mail_secrets: MailSecrets
     outbox: OutboxSender
 
@@ -147,6 +149,8 @@ def build_runtime(settings: Settings) -> Runtime:
         verified_tokens=VerifiedTokens(),
         session_states=SessionStates(settings.session_cache_seconds, redis_client),
         failures=FailureLimits(settings.redis_url, enabled=settings.ratelimit_enabled),
+        # AUTHSVC_EMAIL_COOLDOWN, on whatever AUTHSVC_RATELIMIT_ENABLED says.
+        mail_cooldowns=FailureLimits(settings.redis_url, enabled=True),
         mail_secrets=mail_secrets,
         outbox=OutboxSender(
             settings.email,

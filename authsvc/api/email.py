@@ -8,6 +8,7 @@ import secrets
 
 from flask import Blueprint, Response, render_template, request
 
+from ..runtime import runtime
 from ..services import email
 from ..tokens.flask import authenticated
 from .body import parse_body, require_body
@@ -99,10 +100,14 @@ def change_email() -> Response:
 @bp.get("/email-action")
 def email_action() -> Response:
     """The page a mailed link opens: nothing is spent until the user presses its button."""
+    # {action} may also sit in the fragment with the token; then the page has no form yet.
     action = request.args.get("action", "")
     nonce = secrets.token_urlsafe(16)
     page = render_template(
-        "email_action.html", action=action if action in {"verify", "reset"} else "", nonce=nonce
+        "email_action.html",
+        action=action if action in {"verify", "reset"} else "",
+        nonce=nonce,
+        min_length=runtime().settings.password_min_length,
     )
     response = Response(page, mimetype="text/html")
     response.headers.update(

@@ -77,7 +77,9 @@ class SmtpBackend:
         except smtplib.SMTPResponseException as error:
             raise _classified(error.smtp_code, error.smtp_error) from None
         except smtplib.SMTPNotSupportedError:
-            raise PermanentMailError("the server does not support STARTTLS or AUTH") from None
+            raise PermanentMailError(
+                "the server lacks an extension this message needs (STARTTLS, AUTH or SMTPUTF8)"
+            ) from None
         except (smtplib.SMTPException, OSError) as error:
             # Disconnected, refused, reset, timed out, TLS failures: the next attempt may work.
             raise TransientMailError(f"connection: {type(error).__name__}") from None

@@ -27,7 +27,6 @@ from typing import Any
 from flask import Flask
 
 from ..config_email import EmailSettings
-from ..extensions import db
 from ..models import utcnow
 from ..observability import MAIL_FAILED, MAIL_RETRIED, MAIL_SENT, OUTBOX_OLDEST_QUEUED
 from ..security.one_time import MailSecrets
@@ -38,10 +37,9 @@ from .templates import MailRenderer
 log = logging.getLogger("authsvc.mail")
 
 POLL_SECONDS = 1.0
+# Messages one round sends at most (each claimed on its own, just before it is sent).
 BATCH = 20
 MAX_BACKOFF_SECONDS = 30
-# Where queue_message() marks the ORM session, for the after_commit hook that wakes the sender.
-QUEUED_PENDING_KEY = "authsvc.outbox"
 
 
 def queue_message(
@@ -56,7 +54,6 @@ def queue_message(
     outbox_store.add(
         message_id, recipient, template, secrets.seal(context, message_id), utcnow(), expires_at
     )
-    db.session.info[QUEUED_PENDING_KEY] = True
     return message_id
 
 
@@ -85,9 +82,11 @@ class OutboxSender:
         self.secrets = secrets
         self.renderer = renderer
         self.backend = backend
-        # A claim outlives the slowest send (each SMTP step waits up to the timeout), so no
-        # other sender takes a message still being sent.
-        self.lease = timedelta(seconds=max(60.0, 6 * settings.smtp.timeout if settings.smtp else 0))
+        # A claim, taken just before its one send, outlives the slowest send (connect, EHLO,
+        # STARTTLS, AUTH, MAIL, RCPT, DATA, QUIT: each may wait up to the timeout), so no other
+        # sender takes a message still being sent.
+        timeout = settings.smtp.timeout if settings.smtp else 0
+        self.lease = timedelta(seconds=max(60.0, 12 * timeout))
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._owner_pid: int | None = None
@@ -153,9 +152,23 @@ class OutboxSender:
         OUTBOX_OLDEST_QUEUED.set((now - oldest).total_seconds() if oldest else 0)
         if oldest is None or not outbox_store.any_due(now):
             return report
-        claim_id = uuid.uuid4()
-        for row in outbox_store.claim(now, now + self.lease, claim_id, limit):
-            self._deliver(row, claim_id, report)
+        for _ in range(limit):
+            claim_id = uuid.uuid4()
+            now = utcnow()
+            row = outbox_store.claim(now, now + self.lease, claim_id)
+            if row is None:
+                break
+            try:
+                self._deliver(row, claim_id, report)
+            except Exception as error:  # a broken template, say: never a stalled queue
+                outbox_store.mark_failed(row.id, claim_id, "internal error", erase=False)
+                self._outcome(
+                    "mail_failed",
+                    {"message_id": str(row.id), "template": row.template},
+                    reason="internal_error",
+                    exception=type(error).__name__,
+                )
+                report.failed += 1
         return report
 
     def _deliver(self, row: Any, claim_id: uuid.UUID, report: SendReport) -> None:
@@ -191,7 +204,10 @@ class OutboxSender:
             self._outcome("mail_failed", fields, reason="rejected", error=str(error))
             report.failed += 1
         else:
-            outbox_store.mark_sent(row.id, claim_id, utcnow())
+            if not outbox_store.mark_sent(row.id, claim_id, utcnow()):
+                # Our claim ran out mid-send and another sender took the message: it may go
+                # twice. Said loudly, since the lease is meant to make this impossible.
+                self._outcome("mail_claim_lost", fields)
             MAIL_SENT.labels(template=row.template).inc()
             self._outcome("mail_sent", fields)
             report.sent += 1

@@ -30,6 +30,13 @@ def parse(address: str) -> EmailAddress:
     return EmailAddress(address=info.normalized, key=f"{info.local_part}@{domain}".casefold())
 
 
+def deliverable(address: str) -> str:
+    """The form to hand the mail server: an internationalised domain in IDNA (punycode), so a
+    server without SMTPUTF8 still takes it; the local part as it is."""
+    info = validate_email(address, check_deliverability=False)
+    return info.ascii_email or info.normalized
+
+
 def key_of(address: str) -> str:
     """The key of an address already stored (normalised when it was)."""
     return parse(address).key

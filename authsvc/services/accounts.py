@@ -22,7 +22,6 @@ from ..models import AccessContext, AuthResult, Caller, Client, Session, User, u
 from ..observability import security_event
 from ..runtime import runtime
 from ..security import emails, usernames
-from ..store import one_time_tokens as token_store
 from ..store import sessions as session_store
 from ..store import users as user_store
 from ..store.database import write_transaction
@@ -86,15 +85,9 @@ def signup(username: str, password: str, client: Client, email: str | None = Non
                 session_store.add(session)
             email_service.issue_signup_verification(user)
     except IntegrityError as error:
-        raise _taken(error) from None
-    email_service.after_signup(user)
+        raise EmailTaken() if user_store.email_was_taken(error) else UsernameTaken() from None
     security_event("signup", user_id=str(user.id), session_id=str(session.id) if session else None)
     return AuthResult(user, issue_pair(user, session, fresh=True) if session else None)
-
-
-def _taken(error: IntegrityError) -> UsernameTaken | EmailTaken:
-    """Which unique index refused the new user (the message names the constraint or column)."""
-    return EmailTaken() if "email_key" in str(error.orig) else UsernameTaken()
 
 
 def login(username: str, password: str, client: Client) -> AuthResult:
@@ -189,5 +182,6 @@ def change_password(context: AccessContext, current_password: str, new_password:
             user_id=user.id, except_session_id=context.session_id, reason="password_changed"
         )
         # A reset link mailed before the change would undo it (DESIGN §9).
-        token_store.void(user.id, [email_service.RESET_PASSWORD], "password_changed", utcnow())
+        email_service.void_for_new_password(user.id)
+        email_service.notify_password_changed(user.id, how="changed")
     security_event("password_changed", user_id=str(user.id), sessions_revoked=count)

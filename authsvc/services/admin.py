@@ -21,6 +21,7 @@ from ..store import outbox as outbox_store
 from ..store import sessions as session_store
 from ..store import users as user_store
 from ..store.database import write_transaction
+from . import email as email_service
 
 # Revoked sessions stay listed for audit this long before `prune` deletes them; spent one-time
 # tokens and finished outbox messages likewise, for support questions ("did the mail go?").
@@ -55,7 +56,7 @@ def create_user(username: str, password: str, roles: list[str], email: str | Non
             )
             user_store.add(user)
     except IntegrityError as error:
-        raise EmailTaken() if "email_key" in str(error.orig) else UsernameTaken() from None
+        raise EmailTaken() if user_store.email_was_taken(error) else UsernameTaken() from None
     security_event("user_created", user_id=str(user.id), roles=roles)
     return user
 
@@ -66,6 +67,7 @@ def disable_user(username: str) -> int:
     with write_transaction():
         user_store.disable(user.id)
         count = session_store.revoke(user_id=user.id, reason="user_disabled")
+        email_service.void_for_new_password(user.id)
     security_event("user_disabled", user_id=str(user.id), sessions_revoked=count)
     return count
 
@@ -78,7 +80,7 @@ def set_password(username: str, password: str) -> int:
     with write_transaction():
         user_store.set_password_hash(user.id, new_hash)
         count = session_store.revoke(user_id=user.id, reason="password_reset")
-        token_store.void(user.id, ["reset_password"], "password_changed", utcnow())
+        email_service.void_for_new_password(user.id)
     security_event("password_reset", user_id=str(user.id), sessions_revoked=count)
     return count
 

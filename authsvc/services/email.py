@@ -68,20 +68,25 @@ def _lifetime(seconds: int) -> str:
 
 def _cooldown(purpose: str, email_key: str) -> None:
     """At most one mail of ``purpose`` to the address per cooldown: 429 with Retry-After
-    otherwise, taken before anything is looked up (so it answers alike for every address)."""
+    otherwise, taken before anything is looked up (so it answers alike for every address).
+    Its own counters: on even with AUTHSVC_RATELIMIT_ENABLED=false (an edge that rate-limits
+    requests does not stop one victim being sent a mail a second)."""
     rt = runtime()
     seconds = rt.settings.email.cooldown
     if seconds:
-        rt.failures.reserve(f"mail-{purpose}", email_key, f"1/{seconds}second")
+        rt.mail_cooldowns.reserve(f"mail-{purpose}", email_key, f"1/{seconds}second")
 
 
-def _issue(user: Any, purpose: str, address: str) -> None:
+def _issue(user: User, purpose: str, address: str) -> None:
     """A new token of ``purpose`` for ``user`` (voiding the older ones) and its mail to
     ``address``, in the caller's transaction."""
     rt = runtime()
     now = utcnow()
     ttl = _ttl(purpose)
     token, digest = rt.mail_secrets.new_token()
+    # The user's row is locked first (PostgreSQL; SQLite's write lock is taken already), so
+    # two requests at once cannot both void the older tokens and leave two live ones.
+    user_store.lock(user.id)
     token_store.void(user.id, [purpose], "superseded", now)
     token_store.add(user.id, purpose, digest, address, now, now + timedelta(seconds=ttl))
     link = rt.settings.email.link_url.format(action=_ACTIONS[purpose], token=token)
@@ -92,14 +97,20 @@ def _issue(user: Any, purpose: str, address: str) -> None:
         "expires_in": _lifetime(ttl),
         "issuer": rt.settings.issuer,
     }
-    queue_message(rt.mail_secrets, address, purpose, context, now + timedelta(seconds=ttl))
+    queue_message(
+        rt.mail_secrets,
+        emails.deliverable(address),
+        purpose,
+        context,
+        now + timedelta(seconds=ttl),
+    )
 
 
-def _notify(user: Any, template: str, address: str, **context: str) -> None:
+def _notify(user: User, template: str, address: str, **context: str) -> None:
     rt = runtime()
     queue_message(
         rt.mail_secrets,
-        address,
+        emails.deliverable(address),
         template,
         {"username": user.username, "email": address, "issuer": rt.settings.issuer, **context},
         utcnow() + NOTICE_LIFETIME,
@@ -112,13 +123,18 @@ def issue_signup_verification(user: User) -> None:
         _issue(user, VERIFY_EMAIL, user.email)
 
 
-def after_signup(user: User) -> None:
-    """Start the address's cooldown: the mail just queued counts as its one."""
-    rt = runtime()
-    if rt.settings.email.verification != "off" and user.email_key and rt.settings.email.cooldown:
-        rt.failures.count_failure(
-            f"mail-{VERIFY_EMAIL}", user.email_key, f"1/{rt.settings.email.cooldown}second"
-        )
+def void_for_new_password(user_id: uuid.UUID) -> None:
+    """A password change, reset or disable (in its transaction): the reset links, and the
+    pending address changes, which whoever knew the old password may have asked for, die with
+    it (an attacker's change confirmed after the owner's reset would take the account back)."""
+    token_store.void(user_id, [RESET_PASSWORD, CHANGE_EMAIL], "password_changed", utcnow())
+
+
+def notify_password_changed(user_id: uuid.UUID, how: str) -> None:
+    """The "password changed" notice, in the change's transaction (if the user has an address)."""
+    user = user_store.get(user_id)
+    if user is not None and user.email is not None:
+        _notify(user, "password_changed", user.email, how=how)
 
 
 def request_verification(email: str | None, caller: AccessContext | None) -> None:
@@ -179,6 +195,7 @@ def _even_out(purpose: str) -> None:
 
 
 def _live_token(token: str, purposes: list[str], now: datetime) -> tuple[str, Any]:
+    """The token's digest and its row (id, user_id, purpose, email, expires_at), if live."""
     secrets = runtime().mail_secrets
     if not secrets.well_formed(token):
         raise InvalidLinkToken()
@@ -206,10 +223,9 @@ def reset_password(token: str, new_password: str) -> int:
         user_store.set_password_hash(user.id, new_hash)
         if row.email is not None:
             user_store.mark_email_verified(user.id, row.email, now)
-        token_store.void(user.id, [RESET_PASSWORD], "password_changed", now)
+        void_for_new_password(user.id)
         count = session_store.revoke(user_id=user.id, reason="password_reset")
-        if user.email is not None:
-            _notify(user, "password_changed", user.email, how="reset with a link we mailed")
+        notify_password_changed(user.id, how="reset with a link we mailed")
     security_event("password_reset", user_id=str(user.id), via="email", sessions_revoked=count)
     return count
 
@@ -232,7 +248,9 @@ def verify_email(token: str) -> User:
             session_store.user_changed(user.id)
     except IntegrityError:
         raise EmailTaken() from None
-    security_event("email_verified", user_id=str(user.id), purpose=row.purpose)
+    security_event(
+        "email_verified" if row.purpose == VERIFY_EMAIL else "email_changed", user_id=str(user.id)
+    )
     refreshed = user_store.get(user.id)
     assert refreshed is not None
     return refreshed

@@ -1,6 +1,6 @@
 """Every statement on the ``outbox`` table (DESIGN §9, delivery).
 
-A sender claims due rows with one UPDATE whose subquery locks them (``FOR UPDATE SKIP LOCKED``
+A sender claims each due row with one UPDATE whose subquery locks it (``FOR UPDATE SKIP LOCKED``
 on PostgreSQL: two replicas claiming at once get disjoint rows; SQLite has one writer, so the
 UPDATE alone is atomic). A claim carries an id and runs out: only the claimant may finish the
 row, and a row whose sender died is claimed again once its claim has expired.
@@ -19,6 +19,9 @@ from ..models import OutboxMessage
 from .database import single_statement
 
 QUEUED, SENT, FAILED = "queued", "sent", "failed"
+# Where add() marks the ORM session, for the after_commit hook that wakes the sender
+# (authsvc.runtime), as sessions.revoke() notes what to announce.
+QUEUED_PENDING_KEY = "authsvc.outbox"
 
 
 def add(
@@ -43,6 +46,7 @@ def add(
             expires_at=expires_at,
         )
     )
+    db.session.info[QUEUED_PENDING_KEY] = True
 
 
 def add_nothing() -> None:
@@ -75,19 +79,24 @@ def any_due(now: datetime) -> bool:
     return found is not None
 
 
-def claim(now: datetime, until: datetime, claim_id: uuid.UUID, limit: int) -> list[Any]:
-    """Claim up to ``limit`` due messages for ``claim_id`` until ``until``; the rows claimed."""
+def claim(now: datetime, until: datetime, claim_id: uuid.UUID) -> Any:
+    """Claim the oldest due message for ``claim_id`` until ``until``: the row, or None.
+
+    One at a time, so a claim's lease covers one send, never a queue. The row is chosen by a
+    scalar subquery (``id = (SELECT ... LIMIT 1 FOR UPDATE SKIP LOCKED)``): with ``id IN
+    (...)`` PostgreSQL may evaluate the subquery again per row and claim several.
+    """
     chosen = (
         select(OutboxMessage.id)
         .where(_due(now))
         .order_by(OutboxMessage.created_at)
-        .limit(limit)
+        .limit(1)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
     statement = (
         update(OutboxMessage)
-        .where(OutboxMessage.id.in_(chosen), _due(now))
+        .where(OutboxMessage.id == chosen, _due(now))
         .values(claim_id=claim_id, claimed_until=until, attempts=OutboxMessage.attempts + 1)
         .returning(
             OutboxMessage.id,
@@ -100,7 +109,7 @@ def claim(now: datetime, until: datetime, claim_id: uuid.UUID, limit: int) -> li
         )
     )
     with single_statement(writes=True) as connection:
-        return list(connection.execute(statement))
+        return connection.execute(statement).first()
 
 
 def _finish(message_id: uuid.UUID, claim_id: uuid.UUID, **values: Any) -> bool:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, exists, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..models import Session, User, utcnow
@@ -124,6 +125,25 @@ def disable(user_id: uuid.UUID) -> None:
 
 def all_by_creation() -> list[User]:
     return list(db.session.scalars(select(User).order_by(User.created_at)))
+
+
+# The unique constraint on users.email_key (migration 0005).
+EMAIL_KEY_CONSTRAINT = "uq_users_email_key"
+
+
+def email_was_taken(error: IntegrityError) -> bool:
+    """Whether a failed insert or update of a user hit the address's unique index (else the
+    username's): the constraint psycopg names, or the column sqlite3's message names."""
+    diagnostics = getattr(error.orig, "diag", None)
+    if diagnostics is not None:
+        return diagnostics.constraint_name == EMAIL_KEY_CONSTRAINT
+    return "users.email_key" in str(error.orig)
+
+
+def lock(user_id: uuid.UUID) -> None:
+    """Hold the user's row until the caller's transaction ends (FOR UPDATE; SQLite's write
+    transaction holds the whole database already)."""
+    db.session.execute(select(User.id).where(User.id == user_id).with_for_update())
 
 
 def with_email(email_key: str) -> User | None:

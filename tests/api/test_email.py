@@ -417,3 +417,47 @@ def test_malformed_bodies_are_400(mail_client, path, body):
 def test_bodies_must_be_json(mail_client):
     response = mail_client.post("/password/forgot", data="email=a@example.com")
     assert_problem(response, 415, "unsupported_media_type")
+
+
+# -- what a new password voids ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["reset", "change", "operator"])
+def test_a_new_password_voids_a_pending_address_change(mail_app, mail_client, mail_server, how):
+    """Whoever knew the old password (an attacker who asked to move the address to theirs)
+    cannot confirm that change after the owner has set a new password."""
+    tokens = signup_with(mail_client)
+    assert change(mail_client, tokens["access_token"], "attacker@evil.example").status_code == 202
+    pending = token_in(mail_server.wait_for(1, to="attacker@evil.example")[0])
+    if how == "reset":
+        mail_client.post("/password/forgot", json={"email": "alice@example.com"})
+        reset = token_in(mail_server.wait_for(2, to="alice@example.com")[1])
+        body = {"token": reset, "new_password": NEW_PASSWORD}
+        assert mail_client.post("/password/reset", json=body).status_code == 204
+    elif how == "change":
+        response = mail_client.post(
+            "/password",
+            json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+            headers=bearer(tokens["access_token"]),
+        )
+        assert response.status_code == 204
+    else:
+        result = mail_app.test_cli_runner().invoke(
+            args=["users", "set-password", "alice", "--password-stdin"], input=f"{NEW_PASSWORD}\n"
+        )
+        assert result.exit_code == 0, result.output
+    assert_bad_link(mail_client.post("/email/verify", json={"token": pending}))
+    me = login(mail_client, password=NEW_PASSWORD)["user"]
+    assert me["email"] == "alice@example.com"
+
+
+def test_a_password_change_is_notified(mail_client, mail_server):
+    tokens = signup_with(mail_client)
+    response = mail_client.post(
+        "/password",
+        json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+        headers=bearer(tokens["access_token"]),
+    )
+    assert response.status_code == 204
+    notice = [m for m in mail_server.wait_for(2) if m["Subject"] == "Your password was changed"]
+    assert len(notice) == 1 and "was just changed" in text_of(notice[0])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -114,16 +115,20 @@ def test_one_verification_link_used_16_times_at_once_succeeds_once(
 
 
 def test_a_mail_cooldown_refuses_alike_for_known_and_unknown_addresses(make_app, mail_server):
+    # With throttling off: the cooldown is its own (one victim, one mail a minute at most).
     client = make_app(
         AUTHSVC_SMTP_URL=mail_server.url,
-        AUTHSVC_RATELIMIT_ENABLED="true",
+        AUTHSVC_RATELIMIT_ENABLED="false",
         AUTHSVC_EMAIL_COOLDOWN="60",
     ).test_client()
     _signup(client)
     mail_server.wait_for(1)
-    # The signup's verification mail started its address's cooldown for that purpose.
-    resend = client.post("/email/verification", json={"email": "alice@example.com"})
-    assert_problem(resend, 429, "rate_limited")
+    # The signup's own mail does not start the cooldown (a 429 right after a signup would tell
+    # that the address just signed up); the first resend does.
+    for address in ("alice@example.com", "nobody@example.com"):
+        assert client.post("/email/verification", json={"email": address}).status_code == 202
+        resend = client.post("/email/verification", json={"email": address})
+        assert_problem(resend, 429, "rate_limited")
     answers = {}
     for address in ("alice@example.com", "nobody@example.com"):
         assert client.post("/password/forgot", json={"email": address}).status_code == 202
@@ -228,3 +233,52 @@ def test_the_database_holds_no_usable_token(make_app, mail_server):
     assert token not in dump
     assert "please confirm" not in dump.lower()
     assert payloads == [None]  # erased once sent
+
+
+def test_two_senders_on_a_slow_relay_send_each_message_once(make_app, mail_server):
+    """Each claim covers one send: a relay slower than a whole batch's share of the lease
+    never lets a second sender take a message the first is still sending."""
+    config = {"AUTHSVC_SMTP_URL": mail_server.url, "AUTHSVC_OUTBOX_SENDER": "external"}
+    first, second = make_app(**config), make_app(**config)
+    client = first.test_client()
+    for i in range(6):
+        _signup(client, username=f"user{i}", email=f"user{i}@example.com")
+    mail_server.delay = 0.4
+    senders = [app.extensions["authsvc"].outbox for app in (first, second)]
+    for sender in senders:
+        sender.lease = timedelta(seconds=1.5)  # shorter than six sends, longer than one
+
+    def run(app, sender):
+        with app.app_context():
+            sender.run_once()
+
+    threads = [
+        threading.Thread(target=run, args=pair)
+        for pair in zip((first, second), senders, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    received = sorted(m["To"] for m in mail_server.messages())
+    assert received == [f"user{i}@example.com" for i in range(6)]
+
+
+def test_a_broken_template_fails_its_message_and_stalls_nothing(make_app, mail_server, tmp_path):
+    (tmp_path / "verify_email.txt").write_text("Hello {{ no_such_variable }}\n")
+    app = make_app(
+        AUTHSVC_SMTP_URL=mail_server.url,
+        AUTHSVC_OUTBOX_SENDER="external",
+        AUTHSVC_MAIL_TEMPLATES=str(tmp_path),
+    )
+    client = app.test_client()
+    _signup(client)  # a verification mail: broken
+    client.post("/password/forgot", json={"email": "alice@example.com"})  # a reset mail: fine
+    with app.app_context():
+        report = app.extensions["authsvc"].outbox.run_once()
+        statuses = dict(
+            db.session.execute(select(OutboxMessage.template, OutboxMessage.status)).all()
+        )
+    assert (report.sent, report.failed) == (1, 1)
+    assert statuses == {"verify_email": "failed", "reset_password": "sent"}
+    assert [m["Subject"] for m in mail_server.messages()] == ["Reset your password"]

@@ -36,6 +36,9 @@ def base_config() -> dict[str, str]:
         "AUTHSVC_ISSUER": ISSUER,
         # Tests make many requests from one address; tests/security/test_throttling.py turns it on.
         "AUTHSVC_RATELIMIT_ENABLED": "false",
+        # One mail per address and purpose a minute would hold up tests that mail twice; the
+        # cooldown's own tests set it.
+        "AUTHSVC_EMAIL_COOLDOWN": "0",
         **FAST_ARGON2,
     }
 

@@ -7,6 +7,7 @@ user"``) instead of accepting it.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
@@ -26,6 +27,8 @@ class _Recorder:
         self.server = server
 
     async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+        if self.server.delay:
+            await asyncio.sleep(self.server.delay)  # a slow relay
         reply = self.server.reply
         if reply is not None:
             self.server.refused += 1
@@ -41,6 +44,7 @@ class MailServer:
         self.port = port or free_port()
         self.received: list[tuple[list[str], EmailMessage]] = []
         self.reply: str | None = None
+        self.delay = 0.0
         self.refused = 0
         self.lock = threading.Lock()
         self._controller: Controller | None = None

@@ -106,6 +106,22 @@ def test_bad_smtp_urls_stop_the_start(tmp_path, url):
     refused(tmp_path, "AUTHSVC_SMTP_URL", AUTHSVC_SMTP_URL=url)
 
 
+def test_a_password_in_clear_text_to_a_remote_server_is_refused(tmp_path):
+    refused(
+        tmp_path, "AUTHSVC_SMTP_URL", AUTHSVC_SMTP_URL="smtp://u:pw@mail.example?starttls=false"
+    )
+    # Loopback (a local relay) is fine, and so is any server over TLS.
+    email_settings(tmp_path, AUTHSVC_SMTP_URL="smtp://u:pw@127.0.0.1:25?starttls=false")
+    email_settings(tmp_path, AUTHSVC_SMTP_URL="smtp://u:pw@mail.example")
+
+
+def test_internationalised_domains_are_mailed_in_idna():
+    from authsvc.security.emails import deliverable
+
+    assert deliverable("alice@bücher.example") == "alice@xn--bcher-kva.example"
+    assert deliverable("Alice@Example.com") == "Alice@example.com"
+
+
 def test_the_console_backend_is_refused_in_production(tmp_path):
     message = refused(tmp_path, "AUTHSVC_MAIL_BACKEND", AUTHSVC_MAIL_BACKEND="console")
     assert "development" in message
