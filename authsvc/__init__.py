@@ -14,8 +14,10 @@ from .config import ConfigError, Settings, load_settings
 from .errors import register_error_handlers
 from .extensions import cors
 from .observability import register_observability
+from .runtime import EXTENSION_KEY as RUNTIME_KEY
 from .runtime import register_runtime
 from .security.throttling import register_throttling
+from .services import email as email_service
 from .store.database import register_database
 from .tokens.flask import register_tokens
 
@@ -33,6 +35,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     register_tokens(app, settings)
     register_cors(app, settings)
     register_runtime(app, settings)
+    register_mail_requests(app)
     register_api(app)
     register_throttling(app, settings)
     register_error_handlers(app, uses_redis=settings.redis_url is not None)
@@ -47,6 +50,12 @@ def register_proxies(app: Flask, settings: Settings) -> None:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
         )
+
+
+def register_mail_requests(app: Flask) -> None:
+    """The outbox sender resolves a stranger's request for a mail (which account, if any, it
+    is for) with the e-mail service that queued it."""
+    app.extensions[RUNTIME_KEY].outbox.request_handler = email_service.resolve_request
 
 
 def register_cors(app: Flask, settings: Settings) -> None:

@@ -191,7 +191,9 @@ def mail_test(address: str) -> None:
 
 @outbox_cli.command("list")
 @click.option(
-    "--status", type=click.Choice(["queued", "sent", "failed"]), help="Only messages in this state."
+    "--status",
+    type=click.Choice(["queued", "sent", "failed", "done"]),
+    help="Only messages in this state (done: a resolved request for a mail).",
 )
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 def outbox_list(status: str | None, limit: int) -> None:

@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -62,6 +63,13 @@ class SendReport:
     sent: int = 0
     retried: int = 0
     failed: int = 0
+    resolved: int = 0  # requests looked up (and, where an account applied, turned into mail)
+
+
+# A stranger's request for a mail ("request:<purpose>"), resolved by the service that queued it:
+# (message id, claim id, template, context).
+RequestHandler = Callable[[uuid.UUID, uuid.UUID, str, dict[str, Any]], None]
+REQUEST_PREFIX = "request:"
 
 
 def backoff(attempts: int) -> timedelta:
@@ -82,6 +90,7 @@ class OutboxSender:
         self.secrets = secrets
         self.renderer = renderer
         self.backend = backend
+        self.request_handler: RequestHandler | None = None
         # A claim, taken just before its one send, outlives the slowest send (connect, EHLO,
         # STARTTLS, AUTH, MAIL, RCPT, DATA, QUIT: each may wait up to the timeout), so no other
         # sender takes a message still being sent.
@@ -182,6 +191,11 @@ class OutboxSender:
             outbox_store.mark_failed(row.id, claim_id, reason, erase=True)
             self._outcome("mail_failed", fields, reason=reason)
             report.failed += 1
+            return
+        if row.template.startswith(REQUEST_PREFIX) and self.request_handler is not None:
+            self.request_handler(row.id, claim_id, row.template, context)
+            self._outcome("mail_request_resolved", fields)
+            report.resolved += 1
             return
         assert self.backend is not None
         try:

@@ -40,7 +40,7 @@ class MailRenderer:
     ) -> EmailMessage:
         """The message; ``message_id`` (the outbox row's) makes its Message-ID the same on every
         attempt, so a copy that a retry sends again is recognisably the same message."""
-        if template not in TEMPLATES:
+        if template not in TEMPLATES:  # a request row is never rendered
             raise ValueError(f"no mail template {template!r}")
         environment = self._environment
         subject = environment.get_template(f"{template}.subject.txt").render(context)

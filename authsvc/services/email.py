@@ -40,6 +40,15 @@ from ..store import users as user_store
 from ..store.database import write_transaction
 
 VERIFY_EMAIL, RESET_PASSWORD, CHANGE_EMAIL = "verify_email", "reset_password", "change_email"
+# A stranger's request for a mail, queued as an outbox row "request:<purpose>" and resolved by
+# the sender (resolve_request); it is worth resolving for an hour.
+REQUEST_PREFIX = "request:"
+REQUEST_LIFETIME = timedelta(hours=1)
+_REQUESTED = {
+    RESET_PASSWORD: "password_reset_requested",
+    VERIFY_EMAIL: "email_verification_requested",
+}
+_MAILED = {RESET_PASSWORD: "password_reset_mailed", VERIFY_EMAIL: "email_verification_sent"}
 # The {action} of AUTHSVC_EMAIL_LINK_URL: the built-in page POSTs "verify" links to
 # /email/verify and "reset" links to /password/reset.
 _ACTIONS = {VERIFY_EMAIL: "verify", CHANGE_EMAIL: "verify", RESET_PASSWORD: "reset"}
@@ -157,10 +166,8 @@ def request_verification(email: str | None, caller: AccessContext | None) -> Non
             raise InvalidRequest("Give the e-mail address, or send an access token.")
         parsed = emails.parse(email)
         _cooldown(VERIFY_EMAIL, parsed.key)
-        user = user_store.with_email(parsed.key)
-        if user is None or user.email_verified_at is not None or not user.is_active:
-            _even_out(VERIFY_EMAIL)
-            return
+        _queue_request(VERIFY_EMAIL, parsed)
+        return
     with write_transaction():
         _issue(user, VERIFY_EMAIL, user.email)  # type: ignore[arg-type]
     security_event("email_verification_sent", user_id=str(user.id))
@@ -170,14 +177,45 @@ def forgot_password(email: str) -> None:
     """Mail a reset link if an active account holds ``email``; the same answer if none does."""
     parsed = emails.parse(email)
     _cooldown(RESET_PASSWORD, parsed.key)
-    user = user_store.with_email(parsed.key)
-    if user is None or not user.is_active or user.email is None:
-        _even_out(RESET_PASSWORD)
-        security_event("password_reset_requested", user_id=None)
-        return
+    _queue_request(RESET_PASSWORD, parsed)
+
+
+def _queue_request(purpose: str, address: emails.EmailAddress) -> None:
+    """A stranger's request for a mail to ``address``: written as it is, one outbox row, and
+    answered. Whether an account holds the address is looked up later by the sender
+    (``resolve_request``), so a known and an unknown address cost the request the same work
+    and the same time: nothing in the answer can tell them apart."""
+    rt = runtime()
     with write_transaction():
-        _issue(user, RESET_PASSWORD, user.email)
-    security_event("password_reset_requested", user_id=str(user.id))
+        queue_message(
+            rt.mail_secrets,
+            address.address,
+            f"{REQUEST_PREFIX}{purpose}",
+            {"email_key": address.key},
+            utcnow() + REQUEST_LIFETIME,
+        )
+    security_event(_REQUESTED[purpose])
+
+
+def resolve_request(
+    message_id: uuid.UUID, claim_id: uuid.UUID, template: str, context: dict[str, Any]
+) -> None:
+    """The outbox sender's half of ``_queue_request``: in one transaction, the request is
+    marked done (if the sender still holds its claim) and, if an account it applies to holds
+    the address, the token is made and its mail queued."""
+    purpose = template.removeprefix(REQUEST_PREFIX)
+    with write_transaction():
+        if not outbox_store.finish_request(message_id, claim_id, utcnow()):
+            return  # another sender took it over
+        user = user_store.with_email(context["email_key"])
+        if user is None or not user.is_active or user.email is None:
+            return
+        if purpose == VERIFY_EMAIL and user.email_verified_at is not None:
+            return
+        if purpose not in (VERIFY_EMAIL, RESET_PASSWORD):
+            return
+        _issue(user, purpose, user.email)
+    security_event(_MAILED[purpose], user_id=str(user.id))
 
 
 def _even_out(purpose: str) -> None:

@@ -18,7 +18,7 @@ from ..extensions import db
 from ..models import OutboxMessage
 from .database import single_statement
 
-QUEUED, SENT, FAILED = "queued", "sent", "failed"
+QUEUED, SENT, FAILED, DONE = "queued", "sent", "failed", "done"  # done: a resolved request
 # Where add() marks the ORM session, for the after_commit hook that wakes the sender
 # (authsvc.runtime), as sessions.revoke() notes what to announce.
 QUEUED_PENDING_KEY = "authsvc.outbox"
@@ -143,6 +143,17 @@ def mark_failed(message_id: uuid.UUID, claim_id: uuid.UUID, error: str, *, erase
     return _finish(message_id, claim_id, **values)
 
 
+def finish_request(message_id: uuid.UUID, claim_id: uuid.UUID, now: datetime) -> bool:
+    """A resolved request, in the caller's transaction (with what resolving it made), if the
+    caller still holds its claim; whether it did."""
+    result = db.session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id, OutboxMessage.claim_id == claim_id)
+        .values(status=DONE, sent_at=now, payload_encrypted=None, claimed_until=None)
+    )
+    return result.rowcount == 1
+
+
 def retry(now: datetime, message_ids: list[uuid.UUID] | None) -> int:
     """Queue failed messages again (those named, or all) whose link has not expired."""
     conditions = [
@@ -191,7 +202,7 @@ def delete_done(before: datetime) -> int:
     """Sent and failed messages older than ``before`` (the caller's transaction)."""
     result = db.session.execute(
         delete(OutboxMessage).where(
-            OutboxMessage.status.in_([SENT, FAILED]), OutboxMessage.created_at < before
+            OutboxMessage.status.in_([SENT, FAILED, DONE]), OutboxMessage.created_at < before
         )
     )
     return result.rowcount
