@@ -24,6 +24,9 @@ class SmtpServer:
     username: str | None
     password: str | None = field(repr=False)
     timeout: float
+    # A CA bundle to verify the server's certificate with, instead of the system's (a private
+    # CA); verification itself is never turned off.
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class EmailSettings:
 _SMTP_DEFAULT_PORTS = {"starttls": 587, "implicit": 465, "none": 25}
 
 
-def smtp_server(value: str, timeout: float) -> SmtpServer:
+def smtp_server(value: str, timeout: float, ca_file: str | None = None) -> SmtpServer:
     """``smtp://user:pass@host:587`` (STARTTLS unless ``?starttls=false``), ``smtps://...``
     (implicit TLS). User and password are percent-decoded."""
     name = "AUTHSVC_SMTP_URL"
@@ -78,6 +81,7 @@ def smtp_server(value: str, timeout: float) -> SmtpServer:
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         timeout=timeout,
+        ca_file=ca_file,
     )
 
 
@@ -105,7 +109,10 @@ def email_settings(read: Reader, development: bool, issuer: str) -> EmailSetting
     verification = read.choice("AUTHSVC_EMAIL_VERIFICATION", "optional", EMAIL_VERIFICATION_MODES)
     timeout = float(read.integer("AUTHSVC_SMTP_TIMEOUT", 10, minimum=1, maximum=120))
     smtp_url = read.raw("AUTHSVC_SMTP_URL")
-    smtp = smtp_server(smtp_url, timeout) if smtp_url else None
+    ca_file = read.raw("AUTHSVC_SMTP_CA_FILE")
+    if ca_file is not None and not Path(ca_file).is_file():
+        raise ConfigError(f"AUTHSVC_SMTP_CA_FILE must be a file, got {ca_file!r}")
+    smtp = smtp_server(smtp_url, timeout, ca_file) if smtp_url else None
     default_backend = "smtp" if smtp else "console" if development else "none"
     backend = read.choice("AUTHSVC_MAIL_BACKEND", default_backend, MAIL_BACKENDS)
     if backend == "console" and not development:

@@ -521,12 +521,12 @@ FROM generate_series(1, %(users)s) AS i
 # in ten revoked by a logout.
 _SEED_SESSIONS = """
 INSERT INTO sessions (id, user_id, generation, created_at, rotated_at, last_used_at, expires_at,
-                      revoked_at, revoked_reason, user_agent, ip)
+                      revoked_at, revoked_reason, user_agent, ip, amr, aal, auth_time)
 SELECT gen_random_uuid(), id, generation, created, rotated, rotated,
        created + make_interval(secs => %(max_age)s),
        CASE WHEN revoked THEN rotated END, CASE WHEN revoked THEN 'logout_local' END,
        'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0',
-       '192.0.2.' || (1 + floor(random() * 254)::int)
+       '192.0.2.' || (1 + floor(random() * 254)::int), '["pwd"]'::json, 'aal1', created
 FROM (
     SELECT id, created, created + random() * (now() - created) AS rotated,
            floor(random() * 20)::int AS generation, random() < 0.1 AS revoked

@@ -53,16 +53,16 @@ class SmtpBackend:
 
     def _connect(self) -> smtplib.SMTP:
         server = self.server
+        # Certificate and host name always verified: against AUTHSVC_SMTP_CA_FILE, else the
+        # system's CAs.
+        context = ssl.create_default_context(cafile=server.ca_file)
         if server.tls == "implicit":
             return smtplib.SMTP_SSL(
-                server.host,
-                server.port,
-                timeout=server.timeout,
-                context=ssl.create_default_context(),
+                server.host, server.port, timeout=server.timeout, context=context
             )
         connection = smtplib.SMTP(server.host, server.port, timeout=server.timeout)
         if server.tls == "starttls":
-            connection.starttls(context=ssl.create_default_context())
+            connection.starttls(context=context)
         return connection
 
     def send(self, message: EmailMessage) -> None:

@@ -343,3 +343,95 @@ def test_the_retry_schedule_doubles_up_to_30_seconds():
     delays = [backoff(attempt).total_seconds() for attempt in range(1, 9)]
     assert delays == [1, 2, 4, 8, 16, 30, 30, 30]
     assert max(delays) == MAX_BACKOFF_SECONDS
+
+
+# -- TLS: STARTTLS and implicit TLS, against a certificate of a CA of the test's own ---------------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (its own CA) and its key, as files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder = tmp_path_factory.mktemp("tls")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test mail server")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+def _tls_server(tls_files: tuple[str, str], *, implicit: bool) -> tuple[MailServer, Controller]:
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*tls_files)
+    recorder = MailServer()
+
+    def authenticator(_server, _session, _envelope, _mechanism, data):
+        return AuthResult(success=(data.login, data.password) == (b"mailer", b"s3cret"))
+
+    options = {"ssl_context": context} if implicit else {"tls_context": context}
+    controller = Controller(
+        _Recorder(recorder),
+        hostname="127.0.0.1",
+        port=recorder.port,
+        authenticator=authenticator,
+        require_starttls=not implicit,
+        # aiosmtpd does not count a connection wrapped from the start (ssl_context) as TLS for
+        # its AUTH rule; it is TLS all the same.
+        auth_require_tls=not implicit,
+        **options,
+    )
+    controller.start()
+    return recorder, controller
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "smtps"])
+def test_tls_with_authentication(tls_files, implicit):
+    recorder, controller = _tls_server(tls_files, implicit=implicit)
+    try:
+        scheme = "smtps" if implicit else "smtp"
+        url = f"{scheme}://mailer:s3cret@127.0.0.1:{recorder.port}"
+        SmtpBackend(smtp_server(url, 5.0, ca_file=tls_files[0])).send(message_to("b@example.com"))
+        assert len(recorder.wait_for(1)) == 1
+        # Without the CA the certificate does not verify: nothing is sent (and never in clear).
+        with pytest.raises(TransientMailError) as info:
+            SmtpBackend(smtp_server(url, 5.0)).send(message_to("b@example.com"))
+        assert "SSLCertVerificationError" in str(info.value)
+        assert len(recorder.messages()) == 1
+    finally:
+        controller.stop()
+
+
+def test_the_ca_file_must_exist(tmp_path):
+    refused(tmp_path, "AUTHSVC_SMTP_CA_FILE", AUTHSVC_SMTP_CA_FILE=str(tmp_path / "missing.pem"))
