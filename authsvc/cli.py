@@ -169,7 +169,8 @@ def prune_command() -> None:
     pruned = admin.prune()
     click.echo(
         f"pruned {pruned.sessions} expired sessions, {pruned.one_time_tokens} one-time tokens, "
-        f"{pruned.messages} finished messages, {pruned.keys} dead keys"
+        f"{pruned.messages} finished messages, {pruned.challenges} dead MFA challenges, "
+        f"{pruned.keys} dead keys"
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .config_email import EmailSettings, email_settings
+from .config_mfa import MFA_VARIABLES, MfaSettings, mfa_settings
 from .config_reader import ConfigError, Reader, bind, url
 
 SIGNING_ALGORITHMS = ("ES256", "RS256", "EdDSA")
@@ -65,6 +66,7 @@ class Settings:
     metrics_bind: str | None
     instance_path: str
     email: EmailSettings
+    mfa: MfaSettings
 
     @property
     def development(self) -> bool:
@@ -127,6 +129,7 @@ KNOWN_VARIABLES = frozenset(
         "AUTHSVC_OUTBOX_SENDER",
         "AUTHSVC_RATELIMIT_EMAIL_ADDRESS",
     }
+    | MFA_VARIABLES
 )
 
 
@@ -228,6 +231,7 @@ def load_settings(
         **_throttling_settings(read),
         **_client_settings(read, development),
         email=email_settings(read, development, identity["issuer"]),
+        mfa=mfa_settings(read, identity["issuer"]),
     )
 
 

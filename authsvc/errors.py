@@ -48,13 +48,21 @@ class AuthsvcError(Exception):
     code: str = "invalid_request"
     detail: str = "The request is invalid."
 
-    def __init__(self, detail: str | None = None, *, headers: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, object] | None = None,
+    ):
         super().__init__(detail or self.detail)
         self.detail = detail or self.detail
         self.headers = dict(headers or {})
+        # Extension members of the problem (RFC 9457 §3.2), e.g. the mfa_token of mfa_required.
+        self.extra = dict(extra or {})
 
     def response(self) -> Response:
-        return problem(self.status, self.code, self.detail, self.headers)
+        return problem(self.status, self.code, self.detail, self.headers, self.extra)
 
 
 class InvalidRequest(AuthsvcError):
@@ -122,6 +130,60 @@ class InvalidLinkToken(AuthsvcError):
     detail = "The link is invalid, used or expired; ask for a new one."
 
 
+class MfaRequired(AuthsvcError):
+    """The right password of a user with a second factor: the login goes on at /login/mfa with
+    the ``mfa_token`` this carries (DESIGN §10)."""
+
+    status, code = 403, "mfa_required"
+    detail = "A second factor is required: send a code with the mfa_token to /login/mfa."
+
+
+class MfaEnrolmentRequired(AuthsvcError):
+    """The right password of a user whose role needs a second factor they have not set up: the
+    ``mfa_token`` this carries can only enrol one (AUTHSVC_MFA_REQUIRED_ROLES)."""
+
+    status, code = 403, "mfa_enrolment_required"
+    detail = "This account must set up a second factor: enrol one with the mfa_token."
+
+
+class InvalidCode(AuthsvcError):
+    status, code = 401, "invalid_code"
+    detail = "The code is wrong, expired or already used."
+
+
+class InvalidMfaToken(AuthsvcError):
+    """An mfa_token that is unknown, spent, expired or out of attempts. Not a bearer token, so
+    no WWW-Authenticate challenge (DESIGN §10)."""
+
+    status, code = 401, "invalid_token"
+    detail = "The mfa_token is invalid, used, expired or out of attempts; log in again."
+
+
+class FactorExists(AuthsvcError):
+    status, code = 409, "factor_exists"
+    detail = "This account already has an authenticator app; remove it first."
+
+
+class MfaNotEnabled(AuthsvcError):
+    status, code = 409, "mfa_not_enabled"
+    detail = "This account has no second factor."
+
+
+class FactorRequired(AuthsvcError):
+    status, code = 409, "factor_required"
+    detail = "A role of this account requires a second factor: this is its last one."
+
+
+class TooManyPasskeys(AuthsvcError):
+    status, code = 409, "too_many_passkeys"
+    detail = "This account has 10 passkeys already; remove one first."
+
+
+class InvalidPasskeyCredential(AuthsvcError):
+    status, code = 400, "invalid_credential"
+    detail = "The passkey could not be registered: start again from the options."
+
+
 class InvalidCredentials(AuthsvcError):
     status, code = 401, "invalid_credentials"
     detail = "The username or password is incorrect."
@@ -181,10 +243,15 @@ class Unavailable(AuthsvcError):
 
 
 def problem(
-    status: int, code: str, detail: str, headers: Mapping[str, str] | None = None
+    status: int,
+    code: str,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> Response:
-    """A problem+json response with a stable ``code``."""
+    """A problem+json response with a stable ``code`` (and any extension members)."""
     body = {
+        **(extra or {}),
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
         "status": status,

@@ -12,6 +12,7 @@ from typing import Any, Literal, Protocol
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     ForeignKey,
     Index,
@@ -310,3 +311,76 @@ class OutboxMessage(db.Model):
     last_error: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+
+class Factor(db.Model):
+    """A second factor of a user (DESIGN §10): a TOTP secret, or a passkey.
+
+    A TOTP factor is pending until a code confirms it (``confirmed_at``); only confirmed
+    factors count at login. ``last_step`` is the last TOTP time step accepted, advanced only
+    forward by one conditional UPDATE, so no code is accepted twice.
+    """
+
+    __tablename__ = "factors"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    # totp or passkey
+    type: Mapped[str] = mapped_column(String(16))
+    # TOTP: the shared secret, AES-GCM under a key derived from AUTHSVC_SECRET_KEY, the
+    # factor's id bound in (security/totp.py).
+    secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    last_step: Mapped[int | None] = mapped_column(BigInteger)
+    # Passkey: the credential id (base64url), its COSE public key, the authenticator's sign
+    # counter, the transports the browser reported, and whether it is synced (multi_device).
+    credential_id: Mapped[str | None] = mapped_column(String(1400), unique=True)
+    public_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    sign_count: Mapped[int | None] = mapped_column(BigInteger)
+    transports: Mapped[list[str] | None] = mapped_column(JSON)
+    device_type: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RecoveryCode(db.Model):
+    """One of a user's single-use recovery codes: only an HMAC of it is kept (DESIGN §10)."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Challenge(db.Model):
+    """A short-lived, single-use proof in progress (DESIGN §10): the ``mfa_token`` a password
+    step hands out (``mfa_login``, or ``mfa_enrol`` for a user whose role needs a factor they
+    lack), or a WebAuthn ceremony's challenge (``webauthn_register``, ``webauthn_login``).
+
+    Only a digest of the token or challenge is kept. ``attempts`` counts the codes tried with
+    it (each taken by a conditional UPDATE before the code is checked); ``spent_at`` is set by
+    the one conditional UPDATE that uses it.
+    """
+
+    __tablename__ = "challenges"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(String(32))
+    # None for a passwordless login's challenge: nobody is named until the passkey answers.
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    # The password the step verified (users.password_version): a change since voids it.
+    password_version: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    spent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,7 +1,7 @@
 """The per-app objects the services and token checks need, in one typed container under one
 ``app.extensions`` key: settings, password hasher and policy, key ring, Redis client,
-verified-token cache, session-state cache, failed-guess counters, mail secrets and the
-outbox sender."""
+verified-token cache, session-state cache, failed-guess counters, mail and factor secrets
+and the outbox sender."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from .security.breached import BreachedPasswordChecker
 from .security.keys import KeyPolicy, KeyRing
 from .security.one_time import MailSecrets
 from .security.passwords import PasswordHasher, PasswordPolicy
+from .security.totp import FactorSecrets
 from .store.outbox import QUEUED_PENDING_KEY
 from .store.sessions import REVOKED_PENDING_KEY
 from .tokens.cache import VerifiedTokens
@@ -51,6 +52,7 @@ class Runtime:
     failures: FailureLimits
     mail_cooldowns: FailureLimits
     mail_secrets: MailSecrets
+    factor_secrets: FactorSecrets
     outbox: OutboxSender
 
 
@@ -152,6 +154,7 @@ def build_runtime(settings: Settings) -> Runtime:
         # AUTHSVC_EMAIL_COOLDOWN, on whatever AUTHSVC_RATELIMIT_ENABLED says.
         mail_cooldowns=FailureLimits(settings.redis_url, enabled=True),
         mail_secrets=mail_secrets,
+        factor_secrets=FactorSecrets(settings.secret_key),
         outbox=OutboxSender(
             settings.email,
             mail_secrets,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import account, auth, email, oauth, ops, wellknown
+from . import account, auth, email, mfa, oauth, ops, webauthn, wellknown
 from .body import MAX_BODY_BYTES
 from .responses import NoSessionInterface
 
@@ -13,5 +13,15 @@ from .responses import NoSessionInterface
 def register_api(app: Flask) -> None:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.session_interface = NoSessionInterface()
-    for blueprint in (auth.bp, account.bp, email.bp, oauth.bp, wellknown.bp, ops.bp):
+    blueprints = (
+        auth.bp,
+        account.bp,
+        email.bp,
+        mfa.bp,
+        webauthn.bp,
+        oauth.bp,
+        wellknown.bp,
+        ops.bp,
+    )
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)

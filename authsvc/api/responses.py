@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from ..models import AuthResult, utcnow
 from ..runtime import runtime
-from .schemas import TokenResponse, user_out
+from .schemas import EnrolledTokenResponse, TokenResponse, user_out
 
 
 class NoSessionInterface(SessionInterface):
@@ -33,7 +33,13 @@ def cookie_mode() -> bool:
     return "cookies" in runtime().settings.token_location
 
 
-def token_response(result: AuthResult, status: int = 200, *, from_cookie: bool = False) -> Response:
+def token_response(
+    result: AuthResult,
+    status: int = 200,
+    *,
+    from_cookie: bool = False,
+    recovery_codes: list[str] | None = None,
+) -> Response:
     """The token response; in cookie mode the tokens are also set as httpOnly cookies.
 
     When the request itself authenticated with a cookie (a browser's silent refresh), the body
@@ -41,11 +47,16 @@ def token_response(result: AuthResult, status: int = 200, *, from_cookie: bool =
     """
     tokens = result.tokens
     assert tokens is not None, "a token response needs tokens"
-    body = TokenResponse(
+    fields = dict(
         access_token=None if from_cookie else tokens.access_token,
         refresh_token=None if from_cookie else tokens.refresh_token,
         expires_in=tokens.expires_in,
         user=user_out(result.user),
+    )
+    body = (
+        TokenResponse(**fields)
+        if recovery_codes is None
+        else EnrolledTokenResponse(**fields, recovery_codes=recovery_codes)
     )
     # Left out in cookie mode's silent refresh: the tokens (`email` stays, null or not).
     hidden = {"access_token", "refresh_token"} if from_cookie else None

@@ -55,6 +55,32 @@ class EmailChange(StrictModel):
     current_password: str = Field(max_length=_MAX_FIELD)
 
 
+class TotpEnrolmentRequest(StrictModel):
+    """An access token and the current password, or (a role that needs a factor, at login) the
+    enrol-only ``mfa_token`` alone."""
+
+    current_password: str | None = Field(default=None, max_length=_MAX_FIELD)
+    mfa_token: str | None = Field(default=None, max_length=_MAX_FIELD)
+
+
+class TotpConfirmation(StrictModel):
+    code: str = Field(max_length=_MAX_FIELD, examples=["123456"])
+    # The enrol-only token, when enrolling at login: the answer then logs the user in too.
+    mfa_token: str | None = Field(default=None, max_length=_MAX_FIELD)
+
+
+class ReauthWithCode(StrictModel):
+    current_password: str = Field(max_length=_MAX_FIELD)
+    code: str = Field(max_length=_MAX_FIELD, description="a TOTP code or a recovery code")
+
+
+class MfaLoginBase(StrictModel):
+    mfa_token: str = Field(max_length=_MAX_FIELD)
+    code: str | None = Field(
+        default=None, max_length=_MAX_FIELD, description="a TOTP code or a recovery code"
+    )
+
+
 class RefreshRequest(StrictModel):
     refresh_token: str | None = Field(default=None, max_length=_MAX_TOKEN)
 
@@ -121,6 +147,37 @@ class TokenResponse(BaseModel):
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105
     expires_in: int
     user: UserOut | None = None
+
+
+class EnrolledTokenResponse(TokenResponse):
+    """A TOTP confirmed with the enrol-only mfa_token: the recovery codes and the login."""
+
+    recovery_codes: list[str]
+
+
+class TotpEnrolmentOut(BaseModel):
+    id: str
+    secret: str
+    otpauth_uri: str
+    qr_svg: str = Field(description="inline SVG markup of the otpauth URI's QR code")
+
+
+class RecoveryCodes(BaseModel):
+    """Shown once: only their digests are kept."""
+
+    recovery_codes: list[str]
+
+
+class FactorOut(BaseModel):
+    id: str
+    type: Literal["totp", "passkey"]
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class FactorList(BaseModel):
+    factors: list[FactorOut]
+    recovery_codes_left: int
 
 
 class SessionOut(BaseModel):

@@ -14,7 +14,15 @@ from typing import Any
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 BUILT_IN = Path(__file__).resolve().parent / "templates"
-TEMPLATES = ("verify_email", "reset_password", "change_email", "password_changed", "email_changed")
+TEMPLATES = (
+    "verify_email",
+    "reset_password",
+    "change_email",
+    "password_changed",
+    "email_changed",
+    "mfa_changed",
+    "recovery_code_used",
+)
 
 
 class MailRenderer:

@@ -1,6 +1,6 @@
 """Throttling with Flask-Limiter (DESIGN §5): every request per client address on /login,
-/signup, /refresh, /password and the e-mail endpoints, counted before the view runs. (Failed
-guesses per account or client are ``authsvc.security.attempts``.)
+/signup, /refresh, /password, the e-mail and the MFA endpoints, counted before the view runs.
+(Failed guesses per account or client are ``authsvc.security.attempts``.)
 
 Counters live in Redis when REDIS_URL is set (shared by every worker and replica), in process
 memory otherwise. A store that cannot be reached is an error (503), never a silently missing
@@ -30,6 +30,22 @@ EMAIL_ENDPOINTS = (
     "email.forgot_password",
     "email.reset_password",
     "email.change_email",
+)
+# Every MFA endpoint takes a code or a password (DESIGN §10).
+MFA_ENDPOINTS = (
+    "mfa.login",
+    "mfa.enrol_totp",
+    "mfa.confirm_totp",
+    "mfa.remove_factor",
+    "mfa.regenerate_recovery_codes",
+)
+# The passkey endpoints: each takes a password, a credential or a fresh challenge.
+WEBAUTHN_ENDPOINTS = (
+    "webauthn.register_options",
+    "webauthn.register",
+    "webauthn.login_options",
+    "webauthn.login",
+    "webauthn.mfa_options",
 )
 
 
@@ -88,6 +104,9 @@ def register_throttling(app: Flask, settings: Settings) -> Limiter:
         # password budget are the services' own, authsvc.services.email).
         for endpoint in EMAIL_ENDPOINTS:
             limited(endpoint, limiter.limit(settings.email.ratelimit_address))
+        # The MFA endpoints per client address (wrong codes per user: services/mfa.py).
+        for endpoint in (*MFA_ENDPOINTS, *WEBAUTHN_ENDPOINTS):
+            limited(endpoint, limiter.limit(settings.mfa.ratelimit_address))
     app.extensions[EXTENSION_KEY] = limiter
     app.register_error_handler(RateLimitExceeded, _rate_limited)
     return limiter

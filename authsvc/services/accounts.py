@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -18,7 +17,7 @@ from ..errors import (
     TokenRevoked,
     UsernameTaken,
 )
-from ..models import AccessContext, AuthResult, Caller, Client, Session, User, utcnow
+from ..models import AccessContext, AuthResult, Caller, Client, Session, User
 from ..observability import security_event
 from ..runtime import runtime
 from ..security import emails, usernames
@@ -27,32 +26,14 @@ from ..store import users as user_store
 from ..store.database import write_transaction
 from ..tokens.issue import issue_pair
 from . import email as email_service
+from . import mfa
+from .reauth import check_current_password
+from .sessions import new_session_values
 
 # Failure counters: wrong passwords at login per account (by the submitted username), and
 # wrong current passwords at /password per user.
 PASSWORD_GUESSES = "login-password"  # noqa: S105 (a counter name)
 PASSWORD_CHANGE_GUESSES = "change-password"  # noqa: S105 (a counter name)
-
-
-def new_session_values(
-    user_id: uuid.UUID, client: Client, *, amr: tuple[str, ...] = ("pwd",), aal: str = "aal1"
-) -> dict[str, Any]:
-    """The columns of a session created now for ``user_id``, proven by ``amr`` at ``aal``."""
-    now = utcnow()
-    return {
-        "id": uuid.uuid4(),
-        "user_id": user_id,
-        "generation": 0,
-        "created_at": now,
-        "rotated_at": now,
-        "last_used_at": now,
-        "expires_at": now + timedelta(seconds=runtime().settings.session_max_age),
-        "user_agent": client.user_agent,
-        "ip": client.ip,
-        "amr": list(amr),
-        "aal": aal,
-        "auth_time": now,
-    }
 
 
 def signup(username: str, password: str, client: Client, email: str | None = None) -> AuthResult:
@@ -122,6 +103,17 @@ def login(username: str, password: str, client: Client) -> AuthResult:
         guess.succeeded()
         security_event("login_refused", user_id=str(user.id), reason="email_not_verified")
         raise EmailNotVerified()
+    needs_factor = not user.has_factor and bool(
+        rt.settings.mfa.required_roles & set(user.roles or [])
+    )
+    if user.has_factor or needs_factor:
+        # The password was right; the login goes on at /login/mfa (or enrolment) with the
+        # mfa_token this raises. A wrong password never gets here: no hint that MFA exists.
+        if new_hash is not None:
+            with write_transaction():
+                user_store.upgrade_password_hash(user.id, user.password_version, new_hash)
+        guess.succeeded()
+        mfa.second_step(user, enrol=needs_factor)
     values = new_session_values(user.id, client)
     if not _insert_session(values, user.id, user.password_version, new_hash):
         # The password changed, or the account was disabled, while this login hashed: it
@@ -155,21 +147,12 @@ def change_password(context: AccessContext, current_password: str, new_password:
     verified is still the user's and this session still live when the change commits (another
     change, a reset, a disable or a logout that landed meanwhile wins)."""
     rt = runtime()
-    # Its own budget, per user: a stranger spraying logins at this username must not also block
-    # the owner's change (which needs a live session to ask).
-    guess = rt.failures.reserve(
-        PASSWORD_CHANGE_GUESSES, str(context.user.id), rt.settings.ratelimit_login_username
+    user = check_current_password(
+        context.user.id,
+        current_password,
+        scope=PASSWORD_CHANGE_GUESSES,
+        event="password_change_failed",
     )
-    user = user_store.password_row(context.user.id)  # autocommit: nothing held while hashing
-    if user is None:
-        raise TokenRevoked()
-    if len(current_password) > rt.settings.password_max_length:
-        raise InvalidCredentials()
-    ok, _ = rt.hasher.verify_and_update(current_password, user.password_hash)
-    if not ok:
-        security_event("password_change_failed", user_id=str(user.id))
-        raise InvalidCredentials("The current password is incorrect.")
-    guess.succeeded()
     checked = rt.password_policy.check(new_password, username=user.username)
     new_hash = rt.hasher.hash(checked)
     with write_transaction():

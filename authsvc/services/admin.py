@@ -16,6 +16,8 @@ from ..models import User, utcnow
 from ..observability import security_event
 from ..runtime import runtime
 from ..security import emails, keys, usernames
+from ..store import challenges as challenge_store
+from ..store import factors as factor_store
 from ..store import one_time_tokens as token_store
 from ..store import outbox as outbox_store
 from ..store import sessions as session_store
@@ -28,6 +30,8 @@ from . import email as email_service
 REVOKED_SESSION_KEEP = timedelta(days=1)
 SPENT_TOKEN_KEEP = timedelta(days=1)
 FINISHED_MESSAGE_KEEP = timedelta(days=7)
+# A TOTP enrolment can be confirmed for 10 minutes (services/mfa.py); after a day it is junk.
+ENROLMENT_KEEP = timedelta(days=1)
 
 
 def find_user(username: str) -> User:
@@ -111,11 +115,12 @@ class Pruned:
     keys: int
     one_time_tokens: int
     messages: int
+    challenges: int  # spent or expired mfa_tokens and WebAuthn challenges, abandoned enrolments
 
 
 def prune() -> Pruned:
     """Delete expired sessions, long-revoked sessions, dead one-time tokens, old outbox
-    messages (sent or failed) and dead keys.
+    messages (sent or failed), dead MFA challenges, abandoned TOTP enrolments and dead keys.
 
     A token naming a deleted session is rejected like a revoked one, so deleting is always safe.
     """
@@ -124,8 +129,16 @@ def prune() -> Pruned:
         sessions = session_store.delete_dead(revoked_before=now - REVOKED_SESSION_KEEP)
         tokens = token_store.delete_dead(now, spent_before=now - SPENT_TOKEN_KEEP)
         messages = outbox_store.delete_done(before=now - FINISHED_MESSAGE_KEEP)
+        challenges = challenge_store.delete_dead(now)
+        challenges += factor_store.delete_abandoned(created_before=now - ENROLMENT_KEEP)
     dead_keys = keys.delete_dead_keys(runtime().keyring.policy.retain_retired)
-    return Pruned(sessions=sessions, keys=dead_keys, one_time_tokens=tokens, messages=messages)
+    return Pruned(
+        sessions=sessions,
+        keys=dead_keys,
+        one_time_tokens=tokens,
+        messages=messages,
+        challenges=challenges,
+    )
 
 
 def list_outbox(status: str | None, limit: int) -> list[Any]:

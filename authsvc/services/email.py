@@ -22,7 +22,6 @@ from ..errors import (
     EmailAlreadyVerified,
     EmailTaken,
     FeatureDisabled,
-    InvalidCredentials,
     InvalidLinkToken,
     InvalidRequest,
     NoEmail,
@@ -38,6 +37,7 @@ from ..store import outbox as outbox_store
 from ..store import sessions as session_store
 from ..store import users as user_store
 from ..store.database import write_transaction
+from .reauth import check_current_password
 
 VERIFY_EMAIL, RESET_PASSWORD, CHANGE_EMAIL = "verify_email", "reset_password", "change_email"
 # A stranger's request for a mail, queued as an outbox row "request:<purpose>" and resolved by
@@ -141,9 +141,15 @@ def void_for_new_password(user_id: uuid.UUID) -> None:
 
 def notify_password_changed(user_id: uuid.UUID, how: str) -> None:
     """The "password changed" notice, in the change's transaction (if the user has an address)."""
+    notify(user_id, "password_changed", how=how)
+
+
+def notify(user_id: uuid.UUID, template: str, **context: str) -> None:
+    """A security notice (``template``) to the user's address, in the caller's transaction; no
+    mail if the user has no address."""
     user = user_store.get(user_id)
     if user is not None and user.email is not None:
-        _notify(user, "password_changed", user.email, how=how)
+        _notify(user, template, user.email, **context)
 
 
 def request_verification(email: str | None, caller: AccessContext | None) -> None:
@@ -306,20 +312,9 @@ def _apply_change(user: User, new_email: str, now: datetime) -> None:
 def change_email(context: AccessContext, new_email: str, current_password: str) -> None:
     """Mail a confirmation link to ``new_email``; the address changes when it is followed.
     An address another account holds gets nothing (the answer is the same)."""
-    rt = runtime()
-    guess = rt.failures.reserve(
-        EMAIL_CHANGE_GUESSES, str(context.user.id), rt.settings.ratelimit_login_username
+    row = check_current_password(
+        context.user.id, current_password, scope=EMAIL_CHANGE_GUESSES, event="email_change_failed"
     )
-    row = user_store.password_row(context.user.id)
-    if row is None:
-        raise TokenRevoked()
-    if len(current_password) > rt.settings.password_max_length:
-        raise InvalidCredentials()
-    ok, _ = rt.hasher.verify_and_update(current_password, row.password_hash)
-    if not ok:
-        security_event("email_change_failed", user_id=str(row.id))
-        raise InvalidCredentials("The current password is incorrect.")
-    guess.succeeded()
     parsed = emails.parse(new_email)
     user = user_store.get(row.id)
     if user is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from ..errors import NotFound, TokenRevoked
 from ..models import AccessContext, AuthResult, Caller, Client, LogoutScope, Session, utcnow
@@ -15,6 +16,27 @@ from ..store.database import write_transaction
 from ..tokens.issue import issue_pair
 
 log = logging.getLogger("authsvc.sessions")
+
+
+def new_session_values(
+    user_id: uuid.UUID, client: Client, *, amr: tuple[str, ...] = ("pwd",), aal: str = "aal1"
+) -> dict[str, Any]:
+    """The columns of a session created now for ``user_id``, proven by ``amr`` at ``aal``."""
+    now = utcnow()
+    return {
+        "id": uuid.uuid4(),
+        "user_id": user_id,
+        "generation": 0,
+        "created_at": now,
+        "rotated_at": now,
+        "last_used_at": now,
+        "expires_at": now + timedelta(seconds=runtime().settings.session_max_age),
+        "user_agent": client.user_agent,
+        "ip": client.ip,
+        "amr": list(amr),
+        "aal": aal,
+        "auth_time": now,
+    }
 
 
 def refresh(

@@ -162,6 +162,18 @@ def insert_if_credentials_current(values: dict[str, Any], checked_version: int) 
         return result.rowcount == 1
 
 
+def insert_if_credentials_current_in_transaction(
+    values: dict[str, Any], checked_version: int
+) -> bool:
+    """``insert_if_credentials_current`` in the caller's transaction (a second step spends its
+    challenge and code in the same one). Core, on the transaction's connection: given a dict
+    of parameters, the ORM would take the INSERT ... SELECT for a bulk insert."""
+    result = db.session.connection().execute(
+        _INSERT_IF_CREDENTIALS_CURRENT, {**values, "checked_version": checked_version}
+    )
+    return result.rowcount == 1
+
+
 def insert_in_transaction(values: dict[str, Any]) -> None:
     db.session.execute(_INSERT, values)
 
@@ -187,6 +199,7 @@ def revoke(
     session_id: uuid.UUID | None = None,
     user_id: uuid.UUID | None = None,
     except_session_id: uuid.UUID | None = None,
+    aal: str | None = None,
 ) -> int:
     """Revoke the live sessions that match every filter given; how many. What was revoked is
     announced once the caller's transaction commits (``REVOKED_PENDING_KEY``)."""
@@ -197,6 +210,8 @@ def revoke(
         where.append(Session.user_id == user_id)
     if except_session_id is not None:
         where.append(Session.id != except_session_id)
+    if aal is not None:
+        where.append(Session.aal == aal)
     if len(where) == 1:
         raise ValueError("revoke() needs a session or a user")
     result = db.session.execute(

@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
-from ..models import Session, User, utcnow
+from ..models import Factor, Session, User, utcnow
 from .database import single_statement
 
 # What a login reads: one statement, on a connection that is back in the pool before the
@@ -25,6 +25,8 @@ _LOGIN_ROW = select(
     User.disabled_at,
     User.email,
     User.email_verified_at,
+    # Whether the login needs a second step (DESIGN §10), in the same statement.
+    exists().where(Factor.user_id == User.id, Factor.confirmed_at.is_not(None)).label("has_factor"),
 ).where(User.username == bindparam("name"))
 _PASSWORD_ROW = select(
     User.id, User.username, User.password_hash, User.password_version, User.disabled_at

@@ -6,6 +6,11 @@ Screenshots go to test-artifacts/ (kept by CI as artifacts, ignored by git).
 The e-mail tests (DESIGN §9) run on both backends, mail through a real SMTP server on loopback
 (aiosmtpd), and open the link from the mail, which points at the demo page itself
 (AUTHSVC_EMAIL_LINK_URL).
+
+The second-factor tests (DESIGN §10) run on the same setup, plus the downstream example
+(examples/downstream) under gunicorn: the token of a login with a TOTP code is aal2, which its
+/sensitive route needs. The test is the authenticator app: it reads the secret the page shows
+and computes the codes.
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
 import redis
 import requests
 
-from tests.support.helpers import OTHER_PASSWORD, PASSWORD, bearer
-from tests.support.servers import ROOT, authsvc_gunicorn, free_port, static_files
+from authsvc.security import totp
+from tests.support.helpers import OTHER_PASSWORD, PASSWORD, bearer, claims_of
+from tests.support.servers import BIN, ROOT, authsvc_gunicorn, free_port, running, static_files
 from tests.support.settings import FAST_ARGON2, REQUIRE_SERVICES, TABLES, TEST_SECRET
 from tests.support.smtp import MailServer, text_of, token_in
 
@@ -461,3 +468,223 @@ def test_change_email_in_the_browser(mail_demo: MailDemo):
     # The old address is told (and gets no link).
     notice = wait_for_mail(demo.mail, old, "Your e-mail address was changed")
     assert LINK.search(text_of(notice)) is None
+
+
+# -- second factors: TOTP, recovery codes, step-up at the downstream example (DESIGN §10) ------
+
+DOWNSTREAM = ROOT / "examples" / "downstream"
+
+
+@pytest.fixture
+def downstream(mail_demo: MailDemo, tmp_path: Path) -> Iterator[str]:
+    """The downstream example under gunicorn, trusting the demo's authsvc (its only setting)."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    command = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "app:create_app()"]
+    env = {"AUTHSVC_ISSUER": mail_demo.api, "PATH": os.environ.get("PATH", "")}
+    with running(command, env, f"{base_url}/healthz", tmp_path / "downstream.log", DOWNSTREAM):
+        yield base_url
+
+
+def downstream_get(base_url: str, path: str, access_token: str) -> requests.Response:
+    return requests.get(base_url + path, headers=bearer(access_token), timeout=10)
+
+
+def posted(demo: MailDemo, path: str) -> Any:
+    """A predicate for page.expect_response: the answer to the page's POST to ``path`` (not
+    the CORS preflight). The body carries the tokens, as for any client; the page keeps none."""
+    return lambda response: response.url == demo.url(path) and response.request.method == "POST"
+
+
+@dataclass
+class Enrolled:
+    aal1_token: str  # the sign-up's access token
+    secret: str  # as the page showed it
+    confirming_code: str
+    recovery_codes: list[str]
+
+
+def sign_up_and_enrol(demo: MailDemo, page: Any, username: str, email: str) -> Enrolled:
+    """Sign up in the page, then set up an authenticator app from what the page shows and
+    confirm it with the code of the current time step."""
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.fill("#email", email)
+    with page.expect_response(posted(demo, "/signup")) as signup:
+        page.click("#signup")
+    wait_for_text(page, "status", f"signed in as {username}")
+    wait_for_text(page, "auth-level", "aal1 (pwd)")
+    assert page.locator("#factors li").count() == 0
+
+    # The app is added only with the current password.
+    page.fill("#totp-password", OTHER_PASSWORD)
+    page.click("#totp-start")
+    wait_for_text(page, "status", "401 invalid_credentials")
+    assert page.is_hidden("#totp-enrol")
+    page.fill("#totp-password", PASSWORD)
+    page.click("#totp-start")
+    page.wait_for_selector("#totp-enrol", state="visible")
+    secret = page.text_content("#totp-secret") or ""
+    # The otpauth URI (the QR code's content; the page links it for phones) holds that secret.
+    uri = page.get_attribute("#totp-uri", "href") or ""
+    assert uri.startswith("otpauth://totp/"), uri
+    assert parse_qs(urlsplit(uri).query)["secret"] == [secret]
+    # The QR code is an SVG image, and it renders (segno's inline markup has no namespace,
+    # which an SVG document needs: the page adds it).
+    page.wait_for_function("document.getElementById('totp-qr-image').complete")
+    qr = page.eval_on_selector(
+        "#totp-qr-image", "image => ({src: image.src, width: image.naturalWidth})"
+    )
+    assert qr["src"].startswith("data:image/svg+xml"), qr["src"][:40]
+    assert qr["width"] > 0
+    page.screenshot(path=str(ARTIFACTS / "browser-mfa-1-qr-code.png"))
+
+    # A wrong code does not confirm it; the code the app shows now does.
+    step = totp.current_step()
+    near = {totp.code_at(secret, s) for s in range(step - 1, step + 3)}
+    page.fill("#totp-code", next(c for c in ("123456", "654321", "111111") if c not in near))
+    page.click("#totp-confirm")
+    wait_for_text(page, "status", "401 invalid_code")
+    confirming_code = totp.code_at(secret, totp.current_step())
+    page.fill("#totp-code", confirming_code)
+    page.click("#totp-confirm")
+    wait_for_text(page, "status", "authenticator app added")
+    page.wait_for_function("document.querySelectorAll('#recovery-codes li').length === 10")
+    codes = page.locator("#recovery-codes li").all_text_contents()
+    assert len(set(codes)) == 10
+    # The secret left the page; the factor is listed, without it.
+    assert page.is_hidden("#totp-enrol") and page.text_content("#totp-secret") == ""
+    assert page.locator("#factors li[data-type='totp']").count() == 1
+    assert secret not in page.text_content("#factors")
+    assert page.text_content("#recovery-left") == "10"
+    page.screenshot(path=str(ARTIFACTS / "browser-mfa-2-recovery-codes.png"))
+    page.click("#recovery-done")
+    assert page.is_hidden("#recovery")
+    return Enrolled(signup.value.json()["access_token"], secret, confirming_code, codes)
+
+
+def log_in_to_second_step(page: Any, username: str) -> None:
+    """Log out, then log in with the password: the page asks for a code, with no tokens yet."""
+    page.click("#logout")
+    page.wait_for_function("document.getElementById('status').textContent === 'signed out'")
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.click("#login")
+    page.wait_for_selector("#mfa-step", state="visible")
+    wait_for_text(page, "status", "enter a code")
+    names = {cookie["name"] for cookie in page.context.cookies()}
+    assert "access_token_cookie" not in names and "refresh_token_cookie" not in names, names
+
+
+def test_totp_enrolment_and_login_step_up_to_aal2(mail_demo: MailDemo, downstream: str):
+    demo = mail_demo
+    page = demo.new_page(demo.page_url)
+    enrolled = sign_up_and_enrol(demo, page, "totp-user", "totp@example.com")
+    aal1, secret = enrolled.aal1_token, enrolled.secret
+    user_id = claims_of(aal1)["sub"]
+    # Before MFA: the password login's token is aal1, which /sensitive refuses with RFC 9470's
+    # step-up challenge (and /hello takes).
+    assert downstream_get(downstream, "/hello", aal1).status_code == 200
+    refused = downstream_get(downstream, "/sensitive", aal1)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["code"] == "insufficient_user_authentication"
+    assert 'error="insufficient_user_authentication"' in refused.headers["WWW-Authenticate"]
+
+    log_in_to_second_step(page, "totp-user")
+    page.screenshot(path=str(ARTIFACTS / "browser-mfa-3-second-step.png"))
+    # The code that confirmed the app is spent: its time step is never accepted again.
+    page.fill("#mfa-code", enrolled.confirming_code)
+    page.click("#mfa-verify")
+    wait_for_text(page, "status", "401 invalid_code")
+    assert page.is_visible("#mfa-step")  # a wrong code leaves the mfa_token usable
+
+    # The app's next code (one step of drift is allowed) logs in, at aal2.
+    page.fill("#mfa-code", totp.code_at(secret, totp.current_step() + 1))
+    with page.expect_response(posted(demo, "/login/mfa")) as answer:
+        page.click("#mfa-verify")
+    assert answer.value.status == 200, answer.value.text()
+    wait_for_text(page, "status", "signed in as totp-user")
+    wait_for_text(page, "auth-level", "aal2 (pwd, otp)")
+    assert page.is_hidden("#mfa-step")
+    # Logged in by cookies, like /login: /me and the factor list work in the page.
+    wait_for_text(page, "me", "totp-user")
+    page.wait_for_function(
+        "document.querySelector('#factors li[data-type=totp]').textContent.includes('last used')"
+    )
+    page.screenshot(path=str(ARTIFACTS / "browser-mfa-4-signed-in-aal2.png"))
+
+    aal2 = answer.value.json()["access_token"]
+    claims = claims_of(aal2)
+    assert (claims["aal"], claims["amr"], claims["sub"]) == ("aal2", ["pwd", "otp"], user_id)
+    accepted = downstream_get(downstream, "/sensitive", aal2)
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json() == {"sensitive": True, "sub": user_id, "amr": ["pwd", "otp"]}
+
+
+def test_recovery_code_works_once_and_factor_removal(mail_demo: MailDemo):
+    demo, address = mail_demo, "recovery@example.com"
+    page = demo.new_page(demo.page_url)
+    codes = sign_up_and_enrol(demo, page, "recoverer", address).recovery_codes
+
+    # A recovery code instead of the app's code: a login at aal2 (amr "mfa").
+    log_in_to_second_step(page, "recoverer")
+    page.fill("#mfa-code", codes[0])
+    page.click("#mfa-verify")
+    wait_for_text(page, "status", "signed in as recoverer")
+    wait_for_text(page, "auth-level", "aal2 (pwd, mfa)")
+    wait_for_text(page, "recovery-left", "9")
+
+    # The same code a second time is refused, visibly; the page still asks for a code, and
+    # another recovery code works.
+    log_in_to_second_step(page, "recoverer")
+    page.fill("#mfa-code", codes[0])
+    page.click("#mfa-verify")
+    wait_for_text(page, "status", "401 invalid_code")
+    assert page.is_visible("#status.error") and page.is_visible("#mfa-step")
+    page.screenshot(path=str(ARTIFACTS / "browser-mfa-5-recovery-code-reused.png"))
+    page.fill("#mfa-code", codes[1].upper())  # as typed: any case
+    page.click("#mfa-verify")
+    wait_for_text(page, "status", "signed in as recoverer")
+    wait_for_text(page, "recovery-left", "8")
+
+    # New recovery codes (password and a code): the old set stops working.
+    page.fill("#factor-password", PASSWORD)
+    page.fill("#factor-code", codes[2])
+    page.click("#new-recovery-codes")
+    wait_for_text(page, "status", "new recovery codes")
+    page.wait_for_function("document.querySelectorAll('#recovery-codes li').length === 10")
+    fresh = page.locator("#recovery-codes li").all_text_contents()
+    assert not set(fresh) & set(codes)
+    wait_for_text(page, "recovery-left", "10")
+
+    # Removing the app takes the password and a live code: an old recovery code is refused,
+    # and so is a wrong password.
+    remove = "#factors li[data-type='totp'] button.remove-factor"
+    page.fill("#factor-password", PASSWORD)
+    page.fill("#factor-code", codes[3])
+    page.click(remove)
+    wait_for_text(page, "status", "401 invalid_code")
+    page.fill("#factor-password", OTHER_PASSWORD)
+    page.fill("#factor-code", fresh[0])
+    page.click(remove)
+    wait_for_text(page, "status", "401 invalid_credentials")
+    assert page.locator("#factors li").count() == 1
+    page.fill("#factor-password", PASSWORD)
+    page.fill("#factor-code", fresh[0])
+    page.click(remove)
+    wait_for_text(page, "status", "factor removed")
+    page.wait_for_function("document.querySelectorAll('#factors li').length === 0")
+    wait_for_text(page, "recovery-left", "0")  # the last factor takes the codes with it
+
+    # Without a factor, the password alone logs in again (aal1).
+    page.click("#logout")
+    page.wait_for_function("document.getElementById('status').textContent === 'signed out'")
+    page.fill("#username", "recoverer")
+    page.fill("#password", PASSWORD)
+    page.click("#login")
+    wait_for_text(page, "status", "signed in as recoverer")
+    wait_for_text(page, "auth-level", "aal1 (pwd)")
+    assert page.is_hidden("#mfa-step")
+    # The owner was told of each change by mail, and of the recovery code's use.
+    wait_for_mail(demo.mail, address, "A recovery code of your account was used")
+    wait_for_mail(demo.mail, address, "The sign-in settings of your account changed")

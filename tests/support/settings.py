@@ -24,7 +24,16 @@ TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 ISSUER = "https://auth.test"
 # Tests other than those of hashing itself use a cheap argon2 cost (DESIGN allows it).
 FAST_ARGON2 = {"AUTHSVC_ARGON2_MEMORY_KIB": "64", "AUTHSVC_ARGON2_TIME_COST": "1"}
-TABLES = ("outbox", "one_time_tokens", "sessions", "users", "signing_keys")
+TABLES = (
+    "outbox",
+    "one_time_tokens",
+    "challenges",
+    "recovery_codes",
+    "factors",
+    "sessions",
+    "users",
+    "signing_keys",
+)
 
 AppFactory = Callable[..., Flask]
 

@@ -1,0 +1,35 @@
+"""Asking a logged-in user for their current password again, before a change only they should
+make: a new password, a new address, a second factor added or removed (DESIGN §5, §10)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from ..errors import InvalidCredentials, TokenRevoked
+from ..observability import security_event
+from ..runtime import runtime
+from ..store import users as user_store
+
+
+def check_current_password(user_id: uuid.UUID, password: str, *, scope: str, event: str) -> Any:
+    """The user's password row (id, username, password_hash, password_version, disabled_at) if
+    ``password`` is theirs; InvalidCredentials (and the ``event`` logged) if not.
+
+    The guess is reserved first, per user in ``scope`` (each action its own budget: a stranger
+    spraying logins at this username must not also block the owner, who needs a live session
+    to ask), and given back only when the password is right. Nothing is held while it hashes.
+    """
+    rt = runtime()
+    guess = rt.failures.reserve(scope, str(user_id), rt.settings.ratelimit_login_username)
+    row = user_store.password_row(user_id)  # autocommit: no transaction is held while hashing
+    if row is None:
+        raise TokenRevoked()
+    if len(password) > rt.settings.password_max_length:
+        raise InvalidCredentials()
+    ok, _ = rt.hasher.verify_and_update(password, row.password_hash)
+    if not ok:
+        security_event(event, user_id=str(row.id))
+        raise InvalidCredentials("The current password is incorrect.")
+    guess.succeeded()
+    return row
