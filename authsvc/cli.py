@@ -88,6 +88,18 @@ def users_set_password(username: str, password_stdin: bool) -> None:
     click.echo(f"password set for {username}; revoked {count} sessions")
 
 
+@users_cli.command("reset-mfa")
+@click.argument("username")
+def users_reset_mfa(username: str) -> None:
+    """Remove every second factor and recovery code of an account (a lost device), and revoke
+    its sessions: its next login takes the password alone."""
+    try:
+        removed = admin.reset_mfa(username)
+    except AuthsvcError as error:
+        _fail(error)
+    click.echo(f"removed {removed} factors of {username}; its sessions are revoked")
+
+
 @users_cli.command("list")
 def users_list() -> None:
     """List accounts."""

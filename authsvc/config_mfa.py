@@ -36,11 +36,12 @@ class MfaSettings:
 def mfa_settings(read: Reader, issuer: str) -> MfaSettings:
     issuer_parts = urlsplit(issuer)
     rp_id = read.string("AUTHSVC_WEBAUTHN_RP_ID", issuer_parts.hostname or "localhost").lower()
-    origins = read.csv("AUTHSVC_WEBAUTHN_ORIGINS") or (
-        f"{issuer_parts.scheme}://{issuer_parts.netloc}",
-    )
+    configured = read.csv("AUTHSVC_WEBAUTHN_ORIGINS")
+    # Unset: the issuer's own origin. An http issuer on a compose network (http://authsvc:8000)
+    # is no origin a browser makes passkeys on, but it must not stop the start either.
+    origins = configured or (f"{issuer_parts.scheme}://{issuer_parts.netloc}",)
     for origin in origins:
-        _check_origin(origin, rp_id)
+        _check_origin(origin, rp_id, strict=bool(configured))
     return MfaSettings(
         required_roles=frozenset(read.csv("AUTHSVC_MFA_REQUIRED_ROLES")),
         issuer_name=read.string("AUTHSVC_MFA_ISSUER_NAME", "authsvc"),
@@ -55,13 +56,13 @@ def mfa_settings(read: Reader, issuer: str) -> MfaSettings:
     )
 
 
-def _check_origin(origin: str, rp_id: str) -> None:
+def _check_origin(origin: str, rp_id: str, *, strict: bool) -> None:
     name = "AUTHSVC_WEBAUTHN_ORIGINS"
     parts = urlsplit(origin)
     host = (parts.hostname or "").lower()
     if parts.scheme not in {"http", "https"} or not host or parts.path not in {"", "/"}:
         raise ConfigError(f"{name}: {origin!r} is not an origin like https://app.example.com")
-    if parts.scheme == "http" and host not in {"localhost", "127.0.0.1"}:
+    if strict and parts.scheme == "http" and host not in {"localhost", "127.0.0.1"}:
         raise ConfigError(f"{name}: {origin!r} is not https (http is for localhost only)")
     # WebAuthn: the RP id is the origin's host or a registrable suffix of it.
     if host != rp_id and not host.endswith("." + rp_id):

@@ -171,6 +171,9 @@ class User(db.Model):
     # Bumped by every password change or reset (not by a rehash under new parameters): a login
     # creates its session only while the version it verified is still current.
     password_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # Bumped whenever a second factor is added: a password-only login that checked the
+    # account before that gets no session (it would outlive the revocation of aal1 sessions).
+    factor_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     roles: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -21,6 +21,7 @@ from ..models import AccessContext, AuthResult, Caller, Client, Session, User
 from ..observability import security_event
 from ..runtime import runtime
 from ..security import emails, usernames
+from ..security.attempts import Reservation
 from ..store import sessions as session_store
 from ..store import users as user_store
 from ..store.database import write_transaction
@@ -103,19 +104,14 @@ def login(username: str, password: str, client: Client) -> AuthResult:
         guess.succeeded()
         security_event("login_refused", user_id=str(user.id), reason="email_not_verified")
         raise EmailNotVerified()
-    needs_factor = not user.has_factor and bool(
-        rt.settings.mfa.required_roles & set(user.roles or [])
-    )
-    if user.has_factor or needs_factor:
-        # The password was right; the login goes on at /login/mfa (or enrolment) with the
-        # mfa_token this raises. A wrong password never gets here: no hint that MFA exists.
-        if new_hash is not None:
-            with write_transaction():
-                user_store.upgrade_password_hash(user.id, user.password_version, new_hash)
-        guess.succeeded()
-        mfa.second_step(user, enrol=needs_factor)
+    _second_step_if_needed(user, new_hash, guess)
     values = new_session_values(user.id, client)
-    if not _insert_session(values, user.id, user.password_version, new_hash):
+    if not _insert_session(values, user, new_hash):
+        current = user_store.login_row(normalized)
+        if _same_password(current, user) and current.has_factor:
+            # A first factor was added while this login hashed: it goes on to the second
+            # step, rather than outliving the revocation of password-only sessions.
+            _second_step_if_needed(current, None, guess)
         # The password changed, or the account was disabled, while this login hashed: it
         # checked a password that is no longer the user's (DESIGN §5).
         security_event("login_failed", user_id=str(user.id), reason="credentials_changed")
@@ -127,16 +123,42 @@ def login(username: str, password: str, client: Client) -> AuthResult:
     return AuthResult(caller, issue_pair(caller, session, fresh=True))
 
 
-def _insert_session(
-    values: dict[str, Any], user_id: uuid.UUID, checked_version: int, new_hash: str | None
-) -> bool:
-    """Create the login's session only if the password it verified (``checked_version``) is
-    still the user's and the user is active; with ``new_hash`` (outdated parameters), upgrade
-    the hash in the same transaction."""
+def _second_step_if_needed(user: Any, new_hash: str | None, guess: Reservation) -> None:
+    """After the right password: a user with a factor (or whose role needs one) goes on at
+    /login/mfa (or enrolment) with the mfa_token that ``mfa.second_step`` raises. A wrong
+    password never gets here: no hint that MFA exists."""
+    required_roles = runtime().settings.mfa.required_roles
+    needs_factor = not user.has_factor and bool(required_roles & set(user.roles or []))
+    if not (user.has_factor or needs_factor):
+        return
+    if new_hash is not None:
+        with write_transaction():
+            user_store.upgrade_password_hash(user.id, user.password_version, new_hash)
+    guess.succeeded()
+    mfa.second_step(user, enrol=needs_factor)
+
+
+def _same_password(current: Any, checked: Any) -> bool:
+    return (
+        current is not None
+        and current.id == checked.id
+        and current.password_version == checked.password_version
+        and current.disabled_at is None
+    )
+
+
+def _insert_session(values: dict[str, Any], user: Any, new_hash: str | None) -> bool:
+    """Create a password-only login's session only if the password it verified is still the
+    user's, no factor was added since the login read the account, and the user is active;
+    with ``new_hash`` (outdated parameters), upgrade the hash in the same transaction."""
     if new_hash is None:
-        return session_store.insert_if_credentials_current(values, checked_version)
+        return session_store.insert_if_credentials_current(
+            values, user.password_version, user.factor_version
+        )
     with write_transaction():
-        if not user_store.upgrade_password_hash(user_id, checked_version, new_hash):
+        if not user_store.upgrade_password_hash(
+            user.id, user.password_version, new_hash, user.factor_version
+        ):
             return False
         session_store.insert_in_transaction(values)
     return True

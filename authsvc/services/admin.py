@@ -76,6 +76,24 @@ def disable_user(username: str) -> int:
     return count
 
 
+def reset_mfa(username: str) -> int:
+    """An operator's answer to a lost phone and lost codes: every factor and recovery code of
+    the account removed (its next login is a password alone), every session revoked and the
+    user told. The number of factors removed."""
+    user = find_user(username)
+    now = utcnow()
+    with write_transaction():
+        removed = factor_store.delete_all(user.id)
+        factor_store.delete_recovery_codes(user.id)
+        challenge_store.void_for_user(user.id, now)
+        count = session_store.revoke(user_id=user.id, reason="mfa_reset")
+        email_service.notify(user.id, "mfa_changed", change="Every second factor was removed from")
+    security_event(
+        "mfa_disabled", user_id=str(user.id), by="operator", factors=removed, sessions_revoked=count
+    )
+    return removed
+
+
 def set_password(username: str, password: str) -> int:
     """An operator's reset: new password, every session revoked; the number revoked."""
     rt = runtime()

@@ -288,6 +288,7 @@ def confirm_totp(
         first = factor_store.count_confirmed(user_id) == 0
         if not factor_store.confirm(factor_id, step, now, now - ENROLMENT_TTL):
             raise NotFound("No such enrolment, or it expired; start again.")
+        user_store.factor_added(user_id)
         factor_store.replace_recovery_codes(user_id, digests, now)
         revoked = 0
         if first:

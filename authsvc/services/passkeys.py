@@ -103,10 +103,7 @@ def register(
         if passkey_store.exists(passkey.credential_id):
             raise InvalidPasskeyCredential("This passkey is registered already.")
         first = factor_store.count_confirmed(user_id) == 0
-        codes = None
-        if first:
-            codes, digests = runtime().factor_secrets.new_recovery_codes(user_id)
-            factor_store.replace_recovery_codes(user_id, digests, now)
+        user_store.factor_added(user_id)
         factor_id = passkey_store.add(
             user_id,
             credential_id=passkey.credential_id,
@@ -116,14 +113,7 @@ def register(
             device_type=passkey.device_type,
             now=now,
         )
-        revoked = 0
-        if first:
-            revoked = session_store.revoke(
-                user_id=user_id,
-                except_session_id=context.session_id,
-                aal="aal1",
-                reason="mfa_enabled",
-            )
+        codes, revoked = _first_factor(context, now) if first else (None, 0)
         email_service.notify(user_id, "mfa_changed", change="A passkey was added to")
     security_event(
         "passkey_registered",
@@ -133,6 +123,18 @@ def register(
         sessions_revoked=revoked,
     )
     return factor_id, codes
+
+
+def _first_factor(context: AccessContext, now: datetime) -> tuple[list[str], int]:
+    """A first factor, in its transaction: the account's recovery codes, and the other
+    password-only sessions revoked (they were one password away); the codes and the count."""
+    user_id = context.user.id
+    codes, digests = runtime().factor_secrets.new_recovery_codes(user_id)
+    factor_store.replace_recovery_codes(user_id, digests, now)
+    revoked = session_store.revoke(
+        user_id=user_id, except_session_id=context.session_id, aal="aal1", reason="mfa_enabled"
+    )
+    return codes, revoked
 
 
 # --- the passwordless login ---------------------------------------------------------------

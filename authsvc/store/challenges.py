@@ -9,12 +9,22 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, update
+from sqlalchemy import ColumnElement, delete, insert, or_, update
 
 from ..extensions import db
 from ..models import Challenge
 
 _RETURNED = (Challenge.id, Challenge.kind, Challenge.user_id, Challenge.password_version)
+
+
+def _live(digest: str, kinds: Collection[str], now: datetime) -> list[ColumnElement[bool]]:
+    """The challenge with this digest, of one of ``kinds``, neither spent nor expired."""
+    return [
+        Challenge.digest == digest,
+        Challenge.kind.in_(list(kinds)),
+        Challenge.spent_at.is_(None),
+        Challenge.expires_at > now,
+    ]
 
 
 def add(
@@ -49,13 +59,7 @@ def take_attempt(digest: str, kinds: Collection[str], now: datetime, max_attempt
     challenge, get None."""
     return db.session.execute(
         update(Challenge)
-        .where(
-            Challenge.digest == digest,
-            Challenge.kind.in_(list(kinds)),
-            Challenge.spent_at.is_(None),
-            Challenge.expires_at > now,
-            Challenge.attempts < max_attempts,
-        )
+        .where(*_live(digest, kinds, now), Challenge.attempts < max_attempts)
         .values(attempts=Challenge.attempts + 1)
         .returning(*_RETURNED)
     ).first()
@@ -75,12 +79,7 @@ def consume(digest: str, kinds: Collection[str], now: datetime) -> Any:
     """Spend a live challenge in one conditional UPDATE: its row for exactly one caller."""
     return db.session.execute(
         update(Challenge)
-        .where(
-            Challenge.digest == digest,
-            Challenge.kind.in_(list(kinds)),
-            Challenge.spent_at.is_(None),
-            Challenge.expires_at > now,
-        )
+        .where(*_live(digest, kinds, now))
         .values(spent_at=now)
         .returning(*_RETURNED)
     ).first()

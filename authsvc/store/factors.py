@@ -111,6 +111,11 @@ def delete_factor(user_id: uuid.UUID, factor_id: uuid.UUID) -> int:
     return result.rowcount
 
 
+def delete_all(user_id: uuid.UUID) -> int:
+    result = db.session.execute(delete(Factor).where(Factor.user_id == user_id))
+    return result.rowcount
+
+
 def count_confirmed(user_id: uuid.UUID) -> int:
     return db.session.scalar(
         select(func.count())

@@ -128,38 +128,58 @@ _SESSION_COLUMNS = (
     "aal",
     "auth_time",
 )
+
+
 # A login's session, inserted only while the password it checked is still the user's (its
 # ``password_version``) and the user is active: a password change, reset or disable that
 # commits while the login hashes leaves it nothing to insert. FOR SHARE (PostgreSQL; SQLite has
 # one writer at a time) makes the insert wait for a change in flight, then re-read the row, and
-# makes a change wait for it.
-_INSERT_IF_CREDENTIALS_CURRENT = (
-    insert(Session)
-    .from_select(
-        list(_SESSION_COLUMNS),
-        select(
-            *(bindparam(name, type_=Session.__table__.c[name].type) for name in _SESSION_COLUMNS)
+# makes a change wait for it. A password-only login also needs the account to have gained no
+# factor since it read it (``factor_version``): the re-read row says so, where a subquery on
+# factors would still answer from the statement's older snapshot.
+def _insert_if_current(*conditions: ColumnElement[bool]) -> Any:
+    return (
+        insert(Session)
+        .from_select(
+            list(_SESSION_COLUMNS),
+            select(
+                *(
+                    bindparam(name, type_=Session.__table__.c[name].type)
+                    for name in _SESSION_COLUMNS
+                )
+            )
+            .select_from(User)
+            .where(
+                User.id == bindparam("user_id"),
+                User.password_version == bindparam("checked_version"),
+                User.disabled_at.is_(None),
+                *conditions,
+            )
+            .with_for_update(read=True),
         )
-        .select_from(User)
-        .where(
-            User.id == bindparam("user_id"),
-            User.password_version == bindparam("checked_version"),
-            User.disabled_at.is_(None),
-        )
-        .with_for_update(read=True),
-    )
-    .execution_options(preserve_rowcount=True)
-)  # SQLAlchemy keeps rowcount for UPDATE/DELETE only
+        .execution_options(preserve_rowcount=True)
+    )  # SQLAlchemy keeps rowcount for UPDATE/DELETE only
 
 
-def insert_if_credentials_current(values: dict[str, Any], checked_version: int) -> bool:
-    """Insert a session in one autocommit statement, if the user's password is still the one
-    the login verified (``checked_version``) and the user is active; whether it was inserted."""
+_INSERT_IF_CREDENTIALS_CURRENT = _insert_if_current()
+_INSERT_IF_PASSWORD_ONLY_CURRENT = _insert_if_current(
+    User.factor_version == bindparam("checked_factor_version")
+)
+
+
+def insert_if_credentials_current(
+    values: dict[str, Any], checked_version: int, factor_version: int
+) -> bool:
+    """Insert a password-only login's session in one autocommit statement, if the user's
+    password is still the one the login verified (``checked_version``), no factor was added
+    since it read the account (``factor_version``) and the user is active; whether it was."""
+    parameters = {
+        **values,
+        "checked_version": checked_version,
+        "checked_factor_version": factor_version,
+    }
     with single_statement(writes=True) as connection:
-        result = connection.execute(
-            _INSERT_IF_CREDENTIALS_CURRENT, {**values, "checked_version": checked_version}
-        )
-        return result.rowcount == 1
+        return connection.execute(_INSERT_IF_PASSWORD_ONLY_CURRENT, parameters).rowcount == 1
 
 
 def insert_if_credentials_current_in_transaction(

@@ -20,6 +20,7 @@ _LOGIN_ROW = select(
     User.username,
     User.password_hash,
     User.password_version,
+    User.factor_version,
     User.roles,
     User.created_at,
     User.disabled_at,
@@ -77,16 +78,26 @@ def _password_still_current(user_id: uuid.UUID, checked_version: int) -> list[An
     ]
 
 
-def upgrade_password_hash(user_id: uuid.UUID, checked_version: int, new_hash: str) -> bool:
+def upgrade_password_hash(
+    user_id: uuid.UUID, checked_version: int, new_hash: str, factor_version: int | None = None
+) -> bool:
     """Store the same password under the current parameters, if the password a login verified
-    is still the user's and the user is active; whether it was (the caller's transaction, which
-    holds the row from here on). The version stays: a rehash is not a change."""
-    result = db.session.execute(
-        update(User)
-        .where(*_password_still_current(user_id, checked_version))
-        .values(password_hash=new_hash)
-    )
+    is still the user's and the user is active (and, with ``factor_version``, no factor was
+    added since); whether it was (the caller's transaction, which holds the row from here on).
+    The version stays: a rehash is not a change."""
+    where = _password_still_current(user_id, checked_version)
+    if factor_version is not None:
+        where.append(User.factor_version == factor_version)
+    result = db.session.execute(update(User).where(*where).values(password_hash=new_hash))
     return result.rowcount == 1
+
+
+def factor_added(user_id: uuid.UUID) -> None:
+    """In the transaction that adds a factor: a password-only login that read the account
+    before it now inserts no session (``store.sessions``' insert compares this version)."""
+    db.session.execute(
+        update(User).where(User.id == user_id).values(factor_version=User.factor_version + 1)
+    )
 
 
 def change_password_if_current(

@@ -168,6 +168,8 @@ async function logout() {
 function askForCode(problem) {
   pendingMfa = { token: problem.mfa_token, factors: problem.factors };
   $("mfa-code").value = "";
+  // A passkey answers the second step too (passkeys.js), when the account has one.
+  $("mfa-passkey").hidden = !problem.factors.some((factor) => factor.type === "passkey");
   $("mfa-step").hidden = false;
   $("mfa-code").focus();
   setStatus("password accepted: enter a code from your authenticator app or a recovery code");

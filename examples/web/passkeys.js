@@ -35,6 +35,8 @@ async function registerPasskey() {
   });
   if (!response.ok) return report(response);
   const passkey = await response.json();
+  // A first factor comes with the account's recovery codes, shown this once.
+  if (passkey.recovery_codes) showRecoveryCodes(passkey.recovery_codes);
   setStatus(`passkey registered (${passkey.id})`);
   if (typeof listFactors === "function") await listFactors();
 }
@@ -51,5 +53,25 @@ async function loginWithPasskey() {
   await signedIn(await response.json()); // the cookies are set as /login sets them
 }
 
+// The second step of a password login with a passkey: options naming the account's passkeys
+// (for the mfa_token; each request is one of its tries), then the assertion to /login/mfa.
+async function secondStepWithPasskey() {
+  if (!pendingMfa || !passkeysSupported()) return;
+  const token = pendingMfa.token;
+  const options = await call("/webauthn/mfa/options", { method: "POST", body: { mfa_token: token } });
+  if (!options.ok) return report(options);
+  const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(await options.json());
+  const credential = await navigator.credentials.get({ publicKey });
+  const body = { mfa_token: token, credential: credential.toJSON() };
+  const response = await call("/login/mfa", { method: "POST", body });
+  if (!response.ok) {
+    if ((await problemCode(response)) === "invalid_token") endSecondStep();
+    return report(response);
+  }
+  endSecondStep();
+  await signedIn(await response.json());
+}
+
+$("mfa-passkey").addEventListener("click", passkeyGuard(secondStepWithPasskey));
 $("passkey-register").addEventListener("click", passkeyGuard(registerPasskey));
 $("passkey-login").addEventListener("click", passkeyGuard(loginWithPasskey));

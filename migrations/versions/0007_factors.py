@@ -3,6 +3,8 @@
 factors holds a user's TOTP secrets (encrypted, with the last accepted time step) and passkeys;
 recovery_codes keeps only an HMAC of each code; challenges holds the mfa_token of a login
 waiting for its second step and the WebAuthn ceremonies' challenges, by digest.
+users.factor_version moves on with each factor added, so a password-only login that checked
+the account before gets no session.
 
 Revision ID: 0007
 Revises: 0006
@@ -20,6 +22,9 @@ depends_on = None
 
 
 def upgrade():
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('factor_version', sa.Integer(), server_default=sa.text('0'), nullable=False))
+
     op.create_table('factors',
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('user_id', sa.Uuid(), nullable=False),
@@ -83,3 +88,5 @@ def downgrade():
     with op.batch_alter_table('factors', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_factors_user_id'))
     op.drop_table('factors')
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.drop_column('factor_version')

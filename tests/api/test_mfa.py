@@ -465,3 +465,18 @@ def test_sessions_record_how_they_were_proven(app, client, clock):
     with app.app_context():
         proofs = {(tuple(s.amr), s.aal) for s in db.session.scalars(select(Session))}
     assert proofs == {(("pwd",), "aal1"), (("pwd", "otp"), "aal2")}
+
+
+# -- an operator's reset --------------------------------------------------------------------------
+
+
+def test_an_operator_can_reset_a_lost_second_factor(client, runner, clock):
+    access = signup(client)["access_token"]
+    enrol_totp(client, access, clock)
+    result = runner.invoke(args=["users", "reset-mfa", "alice"])
+    assert result.exit_code == 0, result.output
+    assert "removed 1 factors of alice" in result.output
+    assert client.get("/me", headers=bearer(access)).status_code == 401  # sessions revoked
+    login(client)  # the password alone again
+    unknown = runner.invoke(args=["users", "reset-mfa", "nobody"])
+    assert unknown.exit_code != 0

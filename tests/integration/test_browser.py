@@ -31,25 +31,14 @@ import redis
 import requests
 
 from authsvc.security import totp
+from tests.support.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_or_skip
 from tests.support.helpers import OTHER_PASSWORD, PASSWORD, bearer, claims_of
 from tests.support.servers import BIN, ROOT, authsvc_gunicorn, free_port, running, static_files
-from tests.support.settings import FAST_ARGON2, REQUIRE_SERVICES, TABLES, TEST_SECRET
+from tests.support.settings import FAST_ARGON2, TABLES, TEST_SECRET
 from tests.support.smtp import MailServer, text_of, token_in
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "test-artifacts"
-# Quiet, offline, root-safe headless Chromium (this machine has no network but the registries).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ACCESS_TTL = 2
 ME_SHOWS_USER = "document.getElementById('me').textContent.includes('browser@example.com')"
 
@@ -71,12 +60,7 @@ ATTACKER_PAGE = """<!doctype html><html><body>
 
 @pytest.fixture(scope="module")
 def chromium_path() -> Path:
-    if not CHROMIUM.exists():
-        message = "Debian's chromium is not installed (apt-get install chromium)"
-        if REQUIRE_SERVICES:
-            pytest.fail(message)
-        pytest.skip(message)
-    return CHROMIUM
+    return chromium_or_skip()
 
 
 @pytest.fixture

@@ -19,23 +19,13 @@ from typing import Any
 
 import pytest
 
+from tests.support.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_or_skip
 from tests.support.helpers import PASSWORD
 from tests.support.servers import ROOT, authsvc_gunicorn, free_port, static_files
-from tests.support.settings import FAST_ARGON2, REQUIRE_SERVICES
+from tests.support.settings import FAST_ARGON2
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SIGNED_IN = "document.getElementById('status').textContent.startsWith('signed in as')"
 SIGNED_OUT = "document.getElementById('status').textContent === 'signed out'"
 STATUS_ERROR = "document.getElementById('status').className === 'error'"
@@ -44,12 +34,7 @@ REGISTERED = "document.getElementById('status').textContent.startsWith('passkey 
 
 @pytest.fixture(scope="module")
 def chromium_path() -> Path:
-    if not CHROMIUM.exists():
-        message = "Debian's chromium is not installed (apt-get install chromium)"
-        if REQUIRE_SERVICES:
-            pytest.fail(message)
-        pytest.skip(message)
-    return CHROMIUM
+    return chromium_or_skip()
 
 
 @dataclass
@@ -221,4 +206,23 @@ def test_registration_without_user_verification_is_refused(demo):
     page.click("#list-factors")
     page.wait_for_function("document.getElementById('recovery-left').textContent !== '-'")
     assert page.locator("#factors li").count() == 0, stored
+    page.context.close()
+
+
+def test_a_passkey_as_the_second_step_of_a_password_login(demo):
+    page, _cdp, _authenticator = demo.page()
+    sign_up_and_register(page, "twostep@example.com")
+    # A first passkey comes with recovery codes, shown once.
+    page.wait_for_selector("#recovery-codes li")
+    assert len(page.query_selector_all("#recovery-codes li")) == 10
+    log_out(page)
+    page.fill("#username", "twostep@example.com")
+    page.fill("#password", PASSWORD)
+    page.click("#login")
+    page.wait_for_selector("#mfa-step:not([hidden])")
+    assert page.is_visible("#mfa-passkey")
+    page.click("#mfa-passkey")
+    page.wait_for_function(f"({SIGNED_IN}) || ({STATUS_ERROR})")
+    assert status(page) == "signed in as twostep@example.com", status(page)
+    assert page.text_content("#auth-level") == "aal2 (pwd, hwk)"
     page.context.close()

@@ -538,3 +538,48 @@ def test_metrics_bind_must_be_host_and_port(tmp_path, value):
 def test_metrics_bind(tmp_path):
     assert load(tmp_path).metrics_bind is None
     assert load(tmp_path, AUTHSVC_METRICS_BIND="[::1]:9100").metrics_bind == "[::1]:9100"
+
+
+# --- second factors (DESIGN §10) ------------------------------------------------------------
+
+
+def test_webauthn_defaults_follow_the_issuer(tmp_path):
+    mfa = load(tmp_path).mfa
+    assert mfa.webauthn_rp_id == "auth.test"
+    assert mfa.webauthn_origins == (ISSUER,)
+    assert mfa.required_roles == frozenset()
+    assert mfa.ratelimit_code == "5/minute;20/hour;100/day"
+
+
+def test_an_http_issuer_off_localhost_does_not_stop_the_start(tmp_path):
+    # A compose network's issuer: no passkeys there, but the service starts.
+    mfa = load(tmp_path, AUTHSVC_ISSUER="http://authsvc:8000").mfa
+    assert mfa.webauthn_rp_id == "authsvc"
+
+
+def test_webauthn_origins_must_sit_under_the_rp_id(tmp_path):
+    mfa = load(
+        tmp_path,
+        AUTHSVC_WEBAUTHN_RP_ID="example.com",
+        AUTHSVC_WEBAUTHN_ORIGINS="https://app.example.com,https://example.com",
+    ).mfa
+    assert mfa.webauthn_origins == ("https://app.example.com", "https://example.com")
+    with pytest.raises(ConfigError, match="AUTHSVC_WEBAUTHN_RP_ID"):
+        load(
+            tmp_path,
+            AUTHSVC_WEBAUTHN_RP_ID="example.com",
+            AUTHSVC_WEBAUTHN_ORIGINS="https://evil-example.com",
+        )
+
+
+@pytest.mark.parametrize(
+    "origin", ["http://app.example.com", "ftp://example.com", "https://example.com/path", "x"]
+)
+def test_webauthn_origins_are_https_origins(tmp_path, origin):
+    with pytest.raises(ConfigError, match="AUTHSVC_WEBAUTHN_ORIGINS"):
+        load(tmp_path, AUTHSVC_WEBAUTHN_RP_ID="example.com", AUTHSVC_WEBAUTHN_ORIGINS=origin)
+
+
+def test_roles_that_require_a_factor_are_a_list(tmp_path):
+    mfa = load(tmp_path, AUTHSVC_MFA_REQUIRED_ROLES="admin, support").mfa
+    assert mfa.required_roles == frozenset({"admin", "support"})

@@ -267,6 +267,8 @@ def context():
         "expires_in": "24 hours",
         "issuer": "https://auth.test",
         "how": "changed",
+        "change": "An authenticator app was added to",
+        "left": "9",
     }
 
 
@@ -285,6 +287,10 @@ def test_every_template_renders_text_and_html(template):
     if template in {"verify_email", "reset_password", "change_email"}:
         assert context()["link"] in text
         assert 'href="https://auth.test/email-action?action=verify&amp;token=T"' in html
+    if template == "mfa_changed":
+        assert "An authenticator app was added to your account" in text
+    if template == "recovery_code_used":
+        assert "9 unused" in text and "9 unused" in html
 
 
 def test_an_outbox_message_keeps_its_message_id_on_every_attempt():
