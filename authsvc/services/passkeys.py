@@ -15,6 +15,8 @@ from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from ..errors import (
     InvalidCode,
     InvalidCredentials,
@@ -26,7 +28,7 @@ from ..models import AccessContext, AuthResult, Client, Session, utcnow
 from ..observability import security_event
 from ..runtime import runtime
 from ..security import webauthn
-from ..security.webauthn import CeremonyFailed, StoredCredential
+from ..security.webauthn import CeremonyFailed, NewPasskey, StoredCredential
 from ..store import challenges as challenge_store
 from ..store import factors as factor_store
 from ..store import passkeys as passkey_store
@@ -95,26 +97,7 @@ def register(
     except CeremonyFailed as failed:
         security_event("passkey_register_failed", user_id=str(user_id), reason=failed.reason)
         raise InvalidPasskeyCredential() from None
-    now = utcnow()
-    with write_transaction():
-        user_store.lock(user_id)  # parallel registrations: the limit holds
-        if passkey_store.count(user_id) >= MAX_PASSKEYS:
-            raise TooManyPasskeys()
-        if passkey_store.exists(passkey.credential_id):
-            raise InvalidPasskeyCredential("This passkey is registered already.")
-        first = factor_store.count_confirmed(user_id) == 0
-        user_store.factor_added(user_id)
-        factor_id = passkey_store.add(
-            user_id,
-            credential_id=passkey.credential_id,
-            public_key=passkey.public_key,
-            sign_count=passkey.sign_count,
-            transports=passkey.transports,
-            device_type=passkey.device_type,
-            now=now,
-        )
-        codes, revoked = _first_factor(context, now) if first else (None, 0)
-        email_service.notify(user_id, "mfa_changed", change="A passkey was added to")
+    factor_id, codes, revoked = _keep(context, passkey)
     security_event(
         "passkey_registered",
         user_id=str(user_id),
@@ -123,6 +106,38 @@ def register(
         sessions_revoked=revoked,
     )
     return factor_id, codes
+
+
+def _keep(context: AccessContext, passkey: NewPasskey) -> tuple[uuid.UUID, list[str] | None, int]:
+    """Store a verified passkey under the limit; the factor id, the recovery codes of a first
+    factor, and how many password-only sessions that revoked."""
+    now = utcnow()
+    user_id = context.user.id
+    try:
+        with write_transaction():
+            user_store.lock(user_id)  # parallel registrations: the limit holds
+            if passkey_store.count(user_id) >= MAX_PASSKEYS:
+                raise TooManyPasskeys()
+            if passkey_store.exists(passkey.credential_id):
+                raise InvalidPasskeyCredential("This passkey is registered already.")
+            first = factor_store.count_confirmed(user_id) == 0
+            user_store.factor_added(user_id)
+            factor_id = passkey_store.add(
+                user_id,
+                credential_id=passkey.credential_id,
+                public_key=passkey.public_key,
+                sign_count=passkey.sign_count,
+                transports=passkey.transports,
+                device_type=passkey.device_type,
+                now=now,
+            )
+            codes, revoked = _first_factor(context, now) if first else (None, 0)
+            email_service.notify(user_id, "mfa_changed", change="A passkey was added to")
+    except IntegrityError:
+        # The same credential registered by another account at the same moment: the unique
+        # index on factors.credential_id decided.
+        raise InvalidPasskeyCredential("This passkey is registered already.") from None
+    return factor_id, codes, revoked
 
 
 def _first_factor(context: AccessContext, now: datetime) -> tuple[list[str], int]:

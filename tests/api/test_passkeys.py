@@ -459,3 +459,31 @@ def test_a_first_passkey_comes_with_recovery_codes_that_can_remove_it(client):
         headers=bearer(access),
     )
     assert removed.status_code == 204
+
+
+def test_one_credential_registered_by_two_accounts_at_once_is_kept_once(make_app):
+    app = make_app()
+    client = app.test_client()
+    authenticator = SoftAuthenticator()
+    bodies = []
+    for name in ("alice", "bob"):
+        token = signup(client, username=name)["access_token"]
+        options = register_options(client, token).get_json()
+        bodies.append((token, authenticator.create(options)))
+    barrier = threading.Barrier(len(bodies))
+    statuses: list[int] = []
+
+    def attempt(token: str, credential: dict[str, Any]) -> None:
+        own = app.test_client()
+        barrier.wait(timeout=10)
+        response = own.post("/webauthn/register", json=credential, headers=bearer(token))
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=attempt, args=body) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(statuses) == [201, 400], statuses  # never a 500
+    with app.app_context():
+        assert len(db.session.scalars(select(Factor)).all()) == 1

@@ -15,6 +15,7 @@ and computes the codes.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import time
@@ -488,6 +489,19 @@ class Enrolled:
     recovery_codes: list[str]
 
 
+def scan_qr_code(png: bytes) -> str:
+    """The text of the one QR code in a PNG (zxing-cpp, as a phone's camera app reads it)."""
+    import zxingcpp
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("L")
+    # A white border, as on a screen around the code (the element's box is the code itself).
+    framed = Image.new("L", (image.width + 40, image.height + 40), 255)
+    framed.paste(image, (20, 20))
+    (found,) = zxingcpp.read_barcodes(framed)
+    return str(found.text)
+
+
 def sign_up_and_enrol(demo: MailDemo, page: Any, username: str, email: str) -> Enrolled:
     """Sign up in the page, then set up an authenticator app from what the page shows and
     confirm it with the code of the current time step."""
@@ -522,6 +536,11 @@ def sign_up_and_enrol(demo: MailDemo, page: Any, username: str, email: str) -> E
     assert qr["src"].startswith("data:image/svg+xml"), qr["src"][:40]
     assert qr["width"] > 0
     page.screenshot(path=str(ARTIFACTS / "browser-mfa-1-qr-code.png"))
+    # Scanned as a phone would: the pixels the browser drew decode to that URI, and the
+    # secret the test's "app" uses from here on is the scanned one.
+    scanned = scan_qr_code(page.locator("#totp-qr-image").screenshot())
+    assert scanned == uri
+    secret = parse_qs(urlsplit(scanned).query)["secret"][0]
 
     # A wrong code does not confirm it; the code the app shows now does.
     step = totp.current_step()
