@@ -130,6 +130,14 @@ class InvalidLinkToken(AuthsvcError):
     detail = "The link is invalid, used or expired; ask for a new one."
 
 
+class InsufficientAuthentication(AuthsvcError):
+    """An action that needs a session proven by a second factor, from one that was not
+    (RFC 9470's error code)."""
+
+    status, code = 403, "insufficient_user_authentication"
+    detail = "This needs a session proven with a second factor: log in with it first."
+
+
 class MfaRequired(AuthsvcError):
     """The right password of a user with a second factor: the login goes on at /login/mfa with
     the ``mfa_token`` this carries (DESIGN §10)."""
@@ -260,6 +268,10 @@ def problem(
     }
     response = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
     response.headers.update(headers or {})
+    if extra:
+        # An extension member may be a secret (mfa_required's mfa_token): never cached.
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
     return response
 
 

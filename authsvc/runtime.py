@@ -51,6 +51,7 @@ class Runtime:
     session_states: SessionStates
     failures: FailureLimits
     mail_cooldowns: FailureLimits
+    code_guesses: FailureLimits
     mail_secrets: MailSecrets
     factor_secrets: FactorSecrets
     outbox: OutboxSender
@@ -153,6 +154,9 @@ def build_runtime(settings: Settings) -> Runtime:
         failures=FailureLimits(settings.redis_url, enabled=settings.ratelimit_enabled),
         # AUTHSVC_EMAIL_COOLDOWN, on whatever AUTHSVC_RATELIMIT_ENABLED says.
         mail_cooldowns=FailureLimits(settings.redis_url, enabled=True),
+        # Wrong second-factor codes, whatever AUTHSVC_RATELIMIT_ENABLED says: a 6-digit code
+        # without a budget falls to a few hours of guessing.
+        code_guesses=FailureLimits(settings.redis_url, enabled=True),
         mail_secrets=mail_secrets,
         factor_secrets=FactorSecrets(settings.secret_key),
         outbox=OutboxSender(

@@ -49,7 +49,10 @@ _MALFORMED = (
     KeyError,
     IndexError,
     AttributeError,
+    RecursionError,  # JSON nested a thousand levels deep in clientDataJSON
 )
+# WebAuthn's bound on a credential id (the authenticator data spends two bytes on its length).
+MAX_CREDENTIAL_ID_BYTES = 1023
 
 
 class CeremonyFailed(Exception):
@@ -192,6 +195,12 @@ def verify_registration(
         )
     except _MALFORMED:
         raise CeremonyFailed("registration_not_verified") from None
+    # The library checks id == rawId only; the id the authenticator data names (what is kept,
+    # and what later assertions are looked up by) must be that one too, and of a sane size.
+    if verified.credential_id != base64url_to_bytes(credential["rawId"]) or (
+        len(verified.credential_id) > MAX_CREDENTIAL_ID_BYTES
+    ):
+        raise CeremonyFailed("credential_id_mismatch")
     transports = credential.get("response", {}).get("transports") or []
     return NewPasskey(
         credential_id=bytes_to_base64url(verified.credential_id),

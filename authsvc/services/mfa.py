@@ -29,6 +29,7 @@ from ..models import AccessContext, AuthResult, Client, Session, utcnow
 from ..observability import security_event
 from ..runtime import runtime
 from ..security import totp
+from ..security.attempts import Reservation
 from ..store import challenges as challenge_store
 from ..store import factors as factor_store
 from ..store import sessions as session_store
@@ -37,7 +38,7 @@ from ..store.database import write_transaction
 from ..tokens.issue import issue_pair
 from . import email as email_service
 from . import passkeys
-from .reauth import check_current_password
+from .reauth import check_current_password, require_step_up_to_add
 from .sessions import new_session_values
 
 MFA_TOKEN_TTL = timedelta(minutes=5)
@@ -122,13 +123,12 @@ def complete_login(
 ) -> AuthResult:
     """The second step: a TOTP or recovery code, or a passkey's assertion (for the options
     of /webauthn/mfa/options), with the ``mfa_token`` of the first; a new session at aal2."""
-    rt = runtime()
     challenge = _take_attempt(mfa_token, [MFA_LOGIN])
     user_id = challenge.user_id
-    guess = rt.failures.reserve(CODE_GUESSES, str(user_id), rt.settings.mfa.ratelimit_code)
+    guess = _reserve_code_guess(user_id)
     if credential is not None:
         amr, take = passkeys.second_factor_proof(user_id, credential)
-        proof = _Proof(amr, take, recovery=False)
+        proof = _Proof(amr, _logged(take, user_id), recovery=False)
     else:
         assert code is not None
         proof = _code_proof(user_id, code, event="login_failed")
@@ -145,10 +145,30 @@ def complete_login(
     return _logged_in(user_id, values, recovery=proof.recovery)
 
 
+def _reserve_code_guess(user_id: uuid.UUID) -> Reservation:
+    """One unit of the user's wrong-code budget, taken before a code is checked (every factor
+    and the recovery codes share it), given back by a success."""
+    rt = runtime()
+    return rt.code_guesses.reserve(CODE_GUESSES, str(user_id), rt.settings.mfa.ratelimit_code)
+
+
 def mfa_token_user(mfa_token: str) -> uuid.UUID:
     """Whose second step an ``mfa_token`` is (to offer that user's passkeys); counts as one of
     its attempts, InvalidMfaToken if it is spent, expired or out of attempts."""
     return _take_attempt(mfa_token, [MFA_LOGIN]).user_id  # type: ignore[no-any-return]
+
+
+def _logged(take: Callable[[datetime], None], user_id: uuid.UUID) -> Callable[[datetime], None]:
+    """``take`` of a passkey's proof, its refusal logged (a challenge or counter used first)."""
+
+    def logged(now: datetime) -> None:
+        try:
+            take(now)
+        except InvalidCode:
+            security_event("login_failed", user_id=str(user_id), reason="passkey_raced")
+            raise
+
+    return logged
 
 
 def _take_attempt(mfa_token: str, kinds: list[str]) -> Any:
@@ -199,6 +219,7 @@ def _code_proof(user_id: uuid.UUID, code: str, *, event: str) -> _Proof:
             def take_step(now: datetime) -> None:
                 # An earlier use of this step (a replay) or a later one: refused, forever.
                 if not factor_store.take_step(factor_id, step, now):
+                    security_event(event, user_id=str(user_id), reason="replayed_step")
                     raise InvalidCode()
 
             return _Proof("otp", take_step, recovery=False)
@@ -207,6 +228,7 @@ def _code_proof(user_id: uuid.UUID, code: str, *, event: str) -> _Proof:
 
         def use_code(now: datetime) -> None:
             if not factor_store.use_recovery_code(user_id, digest, now):
+                security_event(event, user_id=str(user_id), reason="wrong_or_used_recovery_code")
                 raise InvalidCode()
 
         return _Proof("mfa", use_code, recovery=True)
@@ -225,6 +247,7 @@ def _notify_recovery_code_used(user_id: uuid.UUID) -> None:
 def enrol_totp(context: AccessContext, current_password: str) -> TotpEnrolment:
     """Start adding an authenticator app: a pending factor and its secret. Needs the current
     password, so a stolen access token alone cannot add a factor (supabase/auth #1615)."""
+    require_step_up_to_add(context)
     check_current_password(
         context.user.id, current_password, scope=PASSWORD_GUESSES, event="mfa_change_failed"
     )
@@ -269,7 +292,7 @@ def confirm_totp(
     A first factor revokes the user's other aal1 sessions (they were only a password away).
     With ``enrol_token`` (enrol-only login), the user is logged in at aal2 as well."""
     rt = runtime()
-    guess = rt.failures.reserve(CODE_GUESSES, str(user_id), rt.settings.mfa.ratelimit_code)
+    guess = _reserve_code_guess(user_id)
     now = utcnow()
     row = factor_store.totp_row(user_id, factor_id=factor_id)
     if row is None or row.confirmed_at is not None or row.created_at <= now - ENROLMENT_TTL:
@@ -295,6 +318,9 @@ def confirm_totp(
             revoked = session_store.revoke(
                 user_id=user_id, except_session_id=session_id, aal="aal1", reason="mfa_enabled"
             )
+            if session_id is not None:
+                # The password (at enrolment) and the app's code (now), in this session.
+                session_store.raise_assurance(session_id, ["pwd", "otp"], "aal2", now)
         if enrol_token is not None:
             values = _enrolled_login(user_id, enrol_token, client, now)
         email_service.notify(user_id, "mfa_changed", change="An authenticator app was added to")
@@ -343,7 +369,7 @@ def remove_factor(
     if not any(row.id == factor_id for row in factor_store.confirmed(user_id)):
         raise NotFound("No such factor.")
     rt = runtime()
-    guess = rt.failures.reserve(CODE_GUESSES, str(user_id), rt.settings.mfa.ratelimit_code)
+    guess = _reserve_code_guess(user_id)
     proof = _code_proof(user_id, code, event="mfa_change_failed")
     now = utcnow()
     with write_transaction():
@@ -373,7 +399,7 @@ def regenerate_recovery_codes(
     if factor_store.count_confirmed(user_id) == 0:
         raise MfaNotEnabled()
     rt = runtime()
-    guess = rt.failures.reserve(CODE_GUESSES, str(user_id), rt.settings.mfa.ratelimit_code)
+    guess = _reserve_code_guess(user_id)
     proof = _code_proof(user_id, code, event="mfa_change_failed")
     codes, digests = rt.factor_secrets.new_recovery_codes(user_id)
     now = utcnow()

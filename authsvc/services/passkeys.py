@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import (
+    EmailNotVerified,
     InvalidCode,
     InvalidCredentials,
     InvalidPasskeyCredential,
@@ -37,7 +38,7 @@ from ..store import users as user_store
 from ..store.database import write_transaction
 from ..tokens.issue import issue_pair
 from . import email as email_service
-from .reauth import check_current_password
+from .reauth import check_current_password, require_step_up_to_add
 from .sessions import new_session_values
 
 REGISTER, LOGIN, SECOND_FACTOR = "webauthn_register", "webauthn_login", "webauthn_mfa"
@@ -56,6 +57,7 @@ def registration_options(context: AccessContext, current_password: str) -> dict[
     """PublicKeyCredentialCreationOptionsJSON for a new passkey of the caller. Needs the
     current password, so a stolen access token alone cannot add a factor (as TOTP)."""
     user = context.user
+    require_step_up_to_add(context)
     row = check_current_password(
         user.id, current_password, scope=PASSWORD_GUESSES, event="mfa_change_failed"
     )
@@ -131,7 +133,9 @@ def _keep(context: AccessContext, passkey: NewPasskey) -> tuple[uuid.UUID, list[
                 device_type=passkey.device_type,
                 now=now,
             )
-            codes, revoked = _first_factor(context, now) if first else (None, 0)
+            codes, revoked = (
+                _first_factor(context, AMR[passkey.device_type], now) if first else (None, 0)
+            )
             email_service.notify(user_id, "mfa_changed", change="A passkey was added to")
     except IntegrityError:
         # The same credential registered by another account at the same moment: the unique
@@ -140,7 +144,7 @@ def _keep(context: AccessContext, passkey: NewPasskey) -> tuple[uuid.UUID, list[
     return factor_id, codes, revoked
 
 
-def _first_factor(context: AccessContext, now: datetime) -> tuple[list[str], int]:
+def _first_factor(context: AccessContext, amr: str, now: datetime) -> tuple[list[str], int]:
     """A first factor, in its transaction: the account's recovery codes, and the other
     password-only sessions revoked (they were one password away); the codes and the count."""
     user_id = context.user.id
@@ -149,6 +153,8 @@ def _first_factor(context: AccessContext, now: datetime) -> tuple[list[str], int
     revoked = session_store.revoke(
         user_id=user_id, except_session_id=context.session_id, aal="aal1", reason="mfa_enabled"
     )
+    # The password (at the options) and the passkey (now), in this session.
+    session_store.raise_assurance(context.session_id, ["pwd", amr], "aal2", now)
     return codes, revoked
 
 
@@ -172,6 +178,13 @@ def login(credential: dict[str, Any], client: Client) -> AuthResult:
         passkey, assertion = _verified_assertion(credential, expected)
     except CeremonyFailed as failed:
         raise _refused(failed.reason) from None
+    if runtime().settings.email.verification == "required":
+        # As /login, and only after the passkey proved who it is: an unverified address
+        # logs in nowhere (the account may predate AUTHSVC_EMAIL_VERIFICATION=required).
+        owner = user_store.get(passkey.user_id)
+        if owner is not None and not owner.email_verified:
+            security_event("login_refused", user_id=str(owner.id), reason="email_not_verified")
+            raise EmailNotVerified()
     amr = AMR[assertion.device_type]
     values = new_session_values(passkey.user_id, client, amr=(amr,), aal="aal2")
     now = utcnow()

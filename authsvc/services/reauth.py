@@ -1,14 +1,18 @@
-"""Asking a logged-in user for their current password again, before a change only they should
-make: a new password, a new address, a second factor added or removed (DESIGN §5, §10)."""
+"""Asking a logged-in user to prove it again before a change only they should make: the
+current password for a new password, a new address, a second factor added or removed, and a
+session proven with a second factor to add another (DESIGN §5, §10)."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from ..errors import InvalidCredentials, TokenRevoked
+from ..errors import InsufficientAuthentication, InvalidCredentials, TokenRevoked
+from ..models import AccessContext
 from ..observability import security_event
 from ..runtime import runtime
+from ..store import factors as factor_store
+from ..store import sessions as session_store
 from ..store import users as user_store
 
 
@@ -33,3 +37,17 @@ def check_current_password(user_id: uuid.UUID, password: str, *, scope: str, eve
         raise InvalidCredentials("The current password is incorrect.")
     guess.succeeded()
     return row
+
+
+def require_step_up_to_add(context: AccessContext) -> None:
+    """An account that has a factor gets another only from a session proven with one (aal2):
+    a stolen password and access token must not add the thief's own factor next to the
+    owner's (and, with it, a new set of recovery codes)."""
+    # The session row, not the token: a first factor raises the session that added it to aal2
+    # at once, before its access token is refreshed.
+    if (
+        factor_store.count_confirmed(context.user.id) > 0
+        and session_store.assurance(context.session_id) != "aal2"
+    ):
+        security_event("mfa_change_failed", user_id=str(context.user.id), reason="aal1_session")
+        raise InsufficientAuthentication()

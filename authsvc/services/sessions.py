@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from ..errors import NotFound, TokenRevoked
 from ..models import AccessContext, AuthResult, Caller, Client, LogoutScope, Session, utcnow
@@ -59,8 +59,21 @@ def refresh(
         caller = Caller.from_row(
             rotated, user_id_column="user_id", created_column="user_created_at"
         )
+        required = runtime().settings.mfa.required_roles
+        if required and rotated.aal != "aal2" and required & set(caller.roles):
+            _refuse_password_only(session_id, caller)
         return AuthResult(caller, issue_pair(caller, rotated, fresh=False))
     return _refresh_not_current(session_id, generation, user_id)
+
+
+def _refuse_password_only(session_id: uuid.UUID, caller: Caller) -> NoReturn:
+    """A password-only session of a user whose role needs a second factor (the role, or
+    AUTHSVC_MFA_REQUIRED_ROLES, came after the login): it ends here, and the next login goes
+    through the second step or enrolment."""
+    with write_transaction():
+        session_store.revoke(session_id=session_id, reason="mfa_required")
+    security_event("sessions_revoked", user_id=str(caller.id), reason="mfa_required", count=1)
+    raise TokenRevoked("A role of this account needs a second factor: log in again.")
 
 
 def _refresh_not_current(session_id: uuid.UUID, generation: int, user_id: uuid.UUID) -> AuthResult:

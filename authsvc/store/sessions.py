@@ -246,6 +246,21 @@ def revoke(
     return result.rowcount or 0
 
 
+def assurance(session_id: uuid.UUID) -> str | None:
+    """The session's assurance level (``aal1``/``aal2``), None for an unknown session."""
+    return db.session.scalar(select(Session.aal).where(Session.id == session_id))
+
+
+def raise_assurance(session_id: uuid.UUID, amr: list[str], aal: str, now: datetime) -> None:
+    """The session's user just proved a second factor: its next tokens say so."""
+    db.session.execute(
+        update(Session)
+        .where(Session.id == session_id, Session.revoked_at.is_(None))
+        .values(amr=amr, aal=aal, auth_time=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def user_changed(user_id: uuid.UUID) -> None:
     """The user's fields changed (a verified address): once the caller's transaction commits,
     every process drops its cached rows of the user's sessions, as after a revocation, so the

@@ -464,7 +464,8 @@ def test_sessions_record_how_they_were_proven(app, client, clock):
     second_step(client, mfa_token(client), clock.code(enrolled.secret))
     with app.app_context():
         proofs = {(tuple(s.amr), s.aal) for s in db.session.scalars(select(Session))}
-    assert proofs == {(("pwd",), "aal1"), (("pwd", "otp"), "aal2")}
+    # The session that added the app proved the password and the app's code: it is aal2 too.
+    assert proofs == {(("pwd", "otp"), "aal2")}
 
 
 # -- an operator's reset --------------------------------------------------------------------------
@@ -480,3 +481,74 @@ def test_an_operator_can_reset_a_lost_second_factor(client, runner, clock):
     login(client)  # the password alone again
     unknown = runner.invoke(args=["users", "reset-mfa", "nobody"])
     assert unknown.exit_code != 0
+
+
+# -- step-up rules ---------------------------------------------------------------------------------
+
+
+def test_the_session_that_adds_a_first_factor_is_raised_to_aal2(client, clock):
+    tokens = signup(client)
+    enrol_totp(client, tokens["access_token"], clock)
+    refreshed = client.post("/refresh", headers=bearer(tokens["refresh_token"])).get_json()
+    claims = claims_of(refreshed["access_token"])
+    assert (claims["aal"], claims["amr"]) == ("aal2", ["pwd", "otp"])
+
+
+def test_a_password_only_session_cannot_add_a_factor_next_to_one(app, client, clock):
+    access = signup(client)["access_token"]
+    enrolled = enrol_totp(client, access, clock)
+    headers = bearer(access)
+    # A session proven by the password alone (say, from before the account had a factor).
+    with app.app_context():
+        db.session.execute(update(Session).values(aal="aal1", amr=["pwd"]))
+        db.session.commit()
+    refused = client.post("/mfa/totp", json={"current_password": PASSWORD}, headers=headers)
+    assert_problem(refused, 403, "insufficient_user_authentication")
+    passkey = client.post(
+        "/webauthn/register/options", json={"current_password": PASSWORD}, headers=headers
+    )
+    assert_problem(passkey, 403, "insufficient_user_authentication")
+    # Removing still takes the password and a code, whatever the session.
+    body = {"current_password": PASSWORD, "code": enrolled.recovery_codes[0]}
+    assert (
+        client.delete(f"/mfa/{enrolled.factor_id}", json=body, headers=headers).status_code == 204
+    )
+
+
+def test_a_password_only_session_ends_when_its_role_comes_to_need_a_factor(make_app):
+    before = make_app()
+    runner = before.test_cli_runner()
+    result = runner.invoke(
+        args=["users", "create", "root", "--role", "admin", "--password-stdin"],
+        input=PASSWORD + "\n",
+    )
+    assert result.exit_code == 0, result.output
+    tokens = login(before.test_client(), "root")
+    # The operator turns the rule on: the admin's password-only session refreshes no more.
+    after = make_app(AUTHSVC_MFA_REQUIRED_ROLES="admin").test_client()
+    refused = after.post("/refresh", headers=bearer(tokens["refresh_token"]))
+    assert_problem(refused, 401, "token_revoked")
+    assert after.get("/me", headers=bearer(tokens["access_token"])).status_code == 401
+    assert_problem(
+        after.post("/login", json={"username": "root", "password": PASSWORD}),
+        403,
+        "mfa_enrolment_required",
+    )
+
+
+def test_an_mfa_token_is_never_cached(client, clock):
+    enrol_totp(client, signup(client)["access_token"], clock)
+    response = client.post("/login", json={"username": "alice", "password": PASSWORD})
+    assert response.status_code == 403
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+
+
+def test_wrong_codes_are_counted_with_throttling_turned_off(make_app, clock):
+    client = make_app(AUTHSVC_RATELIMIT_ENABLED="false").test_client()
+    enrolled = enrol_totp(client, signup(client)["access_token"], clock)
+    for _ in range(5):
+        assert_problem(second_step(client, mfa_token(client), "000000"), 401, "invalid_code")
+    clock.advance()
+    limited = second_step(client, mfa_token(client), clock.code(enrolled.secret))
+    assert_problem(limited, 429, "rate_limited")

@@ -487,3 +487,32 @@ def test_one_credential_registered_by_two_accounts_at_once_is_kept_once(make_app
     assert sorted(statuses) == [201, 400], statuses  # never a 500
     with app.app_context():
         assert len(db.session.scalars(select(Factor)).all()) == 1
+
+
+def test_a_credential_whose_ids_disagree_is_not_registered(client):
+    token = signup(client)["access_token"]
+    credential = SoftAuthenticator().create(register_options(client, token).get_json())
+    other = b64url(b"\x01" * 32)  # id and rawId agree with each other, not with the key's id
+    credential.update(id=other, rawId=other)
+    response = client.post("/webauthn/register", json=credential, headers=bearer(token))
+    assert_problem(response, 400, "invalid_credential")
+    assert client.get("/mfa", headers=bearer(token)).get_json()["factors"] == []
+
+
+def test_client_data_nested_a_thousand_levels_deep_is_refused_not_a_500(client):
+    registered(client)
+    credential = SoftAuthenticator().get(login_options(client))
+    credential["response"]["clientDataJSON"] = b64url(b"[" * 1100)
+    assert_refused(client.post("/webauthn/login", json=credential))
+
+
+def test_a_passkey_does_not_log_in_an_unverified_address_when_verification_is_required(
+    make_app, mail_server
+):
+    app = make_app()
+    client = app.test_client()
+    _, authenticator = registered(client)
+    strict = make_app(AUTHSVC_EMAIL_VERIFICATION="required", AUTHSVC_SMTP_URL=mail_server.url)
+    other = strict.test_client()
+    response = other.post("/webauthn/login", json=authenticator.get(login_options(other)))
+    assert_problem(response, 403, "email_not_verified")
