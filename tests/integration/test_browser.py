@@ -612,7 +612,8 @@ def test_totp_enrolment_and_login_step_up_to_aal2(mail_demo: MailDemo, downstrea
     # Logged in by cookies, like /login: /me and the factor list work in the page.
     wait_for_text(page, "me", "totp-user")
     page.wait_for_function(
-        "document.querySelector('#factors li[data-type=totp]').textContent.includes('last used')"
+        "(document.querySelector('#factors li[data-type=totp]')?.textContent ?? '')"
+        ".includes('last used')"
     )
     page.screenshot(path=str(ARTIFACTS / "browser-mfa-4-signed-in-aal2.png"))
 
