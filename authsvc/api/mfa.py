@@ -94,9 +94,7 @@ def enrol_totp() -> Response:
         otpauth_uri=enrolment.otpauth_uri,
         qr_svg=enrolment.qr_svg,
     )
-    response = json_response(out, 201)
-    response.headers["Cache-Control"] = "no-store"  # it holds the secret
-    return response
+    return json_response(out, 201, no_store=True)  # it holds the secret
 
 
 @bp.post("/mfa/totp/<uuid:factor_id>/confirm")
@@ -159,6 +157,4 @@ def regenerate_recovery_codes() -> Response:
 
 
 def _codes(codes: list[str]) -> Response:
-    response = json_response(RecoveryCodes(recovery_codes=codes))
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return json_response(RecoveryCodes(recovery_codes=codes), no_store=True)

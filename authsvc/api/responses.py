@@ -115,6 +115,13 @@ def clear_cookies(response: Response) -> None:
     )
 
 
-def json_response(model: BaseModel, status: int = 200, *, exclude_none: bool = False) -> Response:
+def json_response(
+    model: BaseModel, status: int = 200, *, exclude_none: bool = False, no_store: bool = False
+) -> Response:
+    """``model`` as JSON; ``no_store`` for a body holding a secret (a TOTP secret, recovery
+    codes), which no cache may keep."""
     body = model.model_dump_json(exclude_none=exclude_none)
-    return Response(body, status=status, mimetype="application/json")
+    response = Response(body, status=status, mimetype="application/json")
+    if no_store:
+        response.headers["Cache-Control"] = "no-store"
+    return response

@@ -66,11 +66,8 @@ def register() -> Response:
     caller = authenticated()
     body = require_body(PasskeyCredential)
     factor_id, codes = passkeys.register(caller, body.as_json())
-    response = json_response(
-        PasskeyOut(id=str(factor_id), recovery_codes=codes), 201, exclude_none=True
-    )
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    out = PasskeyOut(id=str(factor_id), recovery_codes=codes)
+    return json_response(out, 201, exclude_none=True, no_store=True)
 
 
 @bp.post("/webauthn/login/options")

@@ -38,7 +38,7 @@ from ..store.database import write_transaction
 from ..tokens.issue import issue_pair
 from . import email as email_service
 from . import passkeys
-from .reauth import check_current_password, require_step_up_to_add
+from .reauth import check_current_password, factor_added, require_step_up_to_add
 from .sessions import new_session_values
 
 MFA_TOKEN_TTL = timedelta(minutes=5)
@@ -308,19 +308,10 @@ def confirm_totp(
         user_store.lock(user_id)  # parallel confirmations of two enrolments: one app, not two
         if factor_store.totp_row(user_id) is not None:
             raise FactorExists()
-        first = factor_store.count_confirmed(user_id) == 0
+        _first, revoked = factor_added(user_id, session_id, "otp", now)
         if not factor_store.confirm(factor_id, step, now, now - ENROLMENT_TTL):
             raise NotFound("No such enrolment, or it expired; start again.")
-        user_store.factor_added(user_id)
         factor_store.replace_recovery_codes(user_id, digests, now)
-        revoked = 0
-        if first:
-            revoked = session_store.revoke(
-                user_id=user_id, except_session_id=session_id, aal="aal1", reason="mfa_enabled"
-            )
-            if session_id is not None:
-                # The password (at enrolment) and the app's code (now), in this session.
-                session_store.raise_assurance(session_id, ["pwd", "otp"], "aal2", now)
         if enrol_token is not None:
             values = _enrolled_login(user_id, enrol_token, client, now)
         email_service.notify(user_id, "mfa_changed", change="An authenticator app was added to")

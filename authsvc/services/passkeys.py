@@ -38,7 +38,7 @@ from ..store import users as user_store
 from ..store.database import write_transaction
 from ..tokens.issue import issue_pair
 from . import email as email_service
-from .reauth import check_current_password, require_step_up_to_add
+from .reauth import check_current_password, factor_added, require_step_up_to_add
 from .sessions import new_session_values
 
 REGISTER, LOGIN, SECOND_FACTOR = "webauthn_register", "webauthn_login", "webauthn_mfa"
@@ -122,8 +122,8 @@ def _keep(context: AccessContext, passkey: NewPasskey) -> tuple[uuid.UUID, list[
                 raise TooManyPasskeys()
             if passkey_store.exists(passkey.credential_id):
                 raise InvalidPasskeyCredential("This passkey is registered already.")
-            first = factor_store.count_confirmed(user_id) == 0
-            user_store.factor_added(user_id)
+            amr = AMR[passkey.device_type]
+            first, revoked = factor_added(user_id, context.session_id, amr, now)
             factor_id = passkey_store.add(
                 user_id,
                 credential_id=passkey.credential_id,
@@ -133,29 +133,17 @@ def _keep(context: AccessContext, passkey: NewPasskey) -> tuple[uuid.UUID, list[
                 device_type=passkey.device_type,
                 now=now,
             )
-            codes, revoked = (
-                _first_factor(context, AMR[passkey.device_type], now) if first else (None, 0)
-            )
+            codes = None
+            if first:
+                # Without codes a lost passkey would lock its owner out (removal takes one).
+                codes, digests = runtime().factor_secrets.new_recovery_codes(user_id)
+                factor_store.replace_recovery_codes(user_id, digests, now)
             email_service.notify(user_id, "mfa_changed", change="A passkey was added to")
     except IntegrityError:
         # The same credential registered by another account at the same moment: the unique
         # index on factors.credential_id decided.
         raise InvalidPasskeyCredential("This passkey is registered already.") from None
     return factor_id, codes, revoked
-
-
-def _first_factor(context: AccessContext, amr: str, now: datetime) -> tuple[list[str], int]:
-    """A first factor, in its transaction: the account's recovery codes, and the other
-    password-only sessions revoked (they were one password away); the codes and the count."""
-    user_id = context.user.id
-    codes, digests = runtime().factor_secrets.new_recovery_codes(user_id)
-    factor_store.replace_recovery_codes(user_id, digests, now)
-    revoked = session_store.revoke(
-        user_id=user_id, except_session_id=context.session_id, aal="aal1", reason="mfa_enabled"
-    )
-    # The password (at the options) and the passkey (now), in this session.
-    session_store.raise_assurance(context.session_id, ["pwd", amr], "aal2", now)
-    return codes, revoked
 
 
 # --- the passwordless login ---------------------------------------------------------------

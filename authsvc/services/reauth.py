@@ -5,6 +5,7 @@ session proven with a second factor to add another (DESIGN §5, §10)."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from ..errors import InsufficientAuthentication, InvalidCredentials, TokenRevoked
@@ -37,6 +38,26 @@ def check_current_password(user_id: uuid.UUID, password: str, *, scope: str, eve
         raise InvalidCredentials("The current password is incorrect.")
     guess.succeeded()
     return row
+
+
+def factor_added(
+    user_id: uuid.UUID, session_id: uuid.UUID | None, amr: str, now: datetime
+) -> tuple[bool, int]:
+    """In the transaction that adds a factor, before it counts: a password-only login in
+    flight gets no session (``users.factor_version``); a first factor also revokes the user's
+    other aal1 sessions (they were one password away) and raises the adding session to aal2
+    (its user just gave the password and ``amr``). Whether it is the first, and how many
+    sessions were revoked."""
+    first = factor_store.count_confirmed(user_id) == 0
+    user_store.factor_added(user_id)
+    if not first:
+        return False, 0
+    revoked = session_store.revoke(
+        user_id=user_id, except_session_id=session_id, aal="aal1", reason="mfa_enabled"
+    )
+    if session_id is not None:
+        session_store.raise_assurance(session_id, ["pwd", amr], "aal2", now)
+    return True, revoked
 
 
 def require_step_up_to_add(context: AccessContext) -> None:
