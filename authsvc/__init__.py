@@ -9,6 +9,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .api import register_api
+from .audit import register_audit
 from .cli import register_cli
 from .config import ConfigError, Settings, load_settings
 from .errors import register_error_handlers
@@ -35,6 +36,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     register_tokens(app, settings)
     register_cors(app, settings)
     register_runtime(app, settings)
+    register_audit(app)
     register_mail_requests(app)
     register_api(app)
     register_throttling(app, settings)

@@ -9,21 +9,24 @@ are prompted for, or read from standard input with ``--password-stdin``.
 
 from __future__ import annotations
 
+import json
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 from flask import Flask
 from flask.cli import AppGroup, ScriptInfo, with_appcontext
 
+from .config_admin import ROLE_NAME
 from .errors import AuthsvcError
 from .extensions import db
 from .mail.backends import MailError
 from .mail.sender import POLL_SECONDS
 from .runtime import runtime
 from .security import keys
-from .services import admin
+from .services import admin, admin_tokens, operations
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -32,6 +35,8 @@ sessions_cli = AppGroup("sessions", help="Revoke sessions.")
 keys_cli = AppGroup("keys", help="Signing keys: rotate and list.")
 mail_cli = AppGroup("mail", help="Check the mail server.")
 outbox_cli = AppGroup("outbox", help="Queued mail: list, retry, run a sender.")
+admin_cli = AppGroup("admin", help="Tokens for the admin API.")
+events_cli = AppGroup("events", help="The audit trail.")
 
 
 def _fail(error: AuthsvcError) -> None:
@@ -103,7 +108,7 @@ def users_reset_mfa(username: str) -> None:
 @users_cli.command("list")
 def users_list() -> None:
     """List accounts."""
-    for user in admin.list_users():
+    for user in admin.all_users():
         state = "disabled" if user.disabled_at else "active"
         roles = ",".join(user.roles or []) or "-"
         address = user.email or "-"
@@ -174,15 +179,16 @@ def keys_list() -> None:
 @click.command("prune")
 @with_appcontext
 def prune_command() -> None:
-    """Delete expired sessions, long-revoked sessions and dead keys.
+    """Delete expired sessions, long-revoked sessions, dead one-time tokens and challenges,
+    finished mail, audit events past AUTHSVC_AUDIT_RETENTION_DAYS and dead keys.
 
     A token naming a deleted session is rejected like a revoked one, so deleting is always safe.
     """
-    pruned = admin.prune()
+    pruned = operations.prune()
     click.echo(
         f"pruned {pruned.sessions} expired sessions, {pruned.one_time_tokens} one-time tokens, "
         f"{pruned.messages} finished messages, {pruned.challenges} dead MFA challenges, "
-        f"{pruned.keys} dead keys"
+        f"{pruned.events} old audit events, {pruned.keys} dead keys"
     )
 
 
@@ -194,7 +200,7 @@ def prune_command() -> None:
 def mail_test(address: str) -> None:
     """Send a test message to ADDRESS now, through AUTHSVC_SMTP_URL (not the outbox)."""
     try:
-        admin.send_test_mail(address)
+        operations.send_test_mail(address)
     except AuthsvcError as error:
         _fail(error)
     except MailError as error:
@@ -212,7 +218,7 @@ def mail_test(address: str) -> None:
 def outbox_list(status: str | None, limit: int) -> None:
     """The newest messages: id, state, attempts, template, recipient, last error (never the
     message itself)."""
-    for row in admin.list_outbox(status, limit):
+    for row in operations.list_outbox(status, limit):
         when = row.sent_at or row.next_attempt_at
         error = f"  last_error={row.last_error!r}" if row.last_error else ""
         click.echo(
@@ -229,7 +235,7 @@ def outbox_retry(message_ids: tuple[uuid.UUID, ...], all_failed: bool) -> None:
     """Queue failed messages again (those named, or --all-failed)."""
     if bool(message_ids) == all_failed:
         raise click.UsageError("give message ids or --all-failed, not both")
-    count = admin.retry_outbox(list(message_ids) if message_ids else None)
+    count = operations.retry_outbox(list(message_ids) if message_ids else None)
     click.echo(f"queued {count} messages again")
 
 
@@ -251,6 +257,64 @@ def outbox_run(once: bool) -> None:
             click.echo(f"outbox: {type(error).__name__}; trying again", err=True)
             db.session.remove()
         sender.wait(POLL_SECONDS)
+
+
+# -- admin tokens and the audit trail ------------------------------------------------------------
+
+ADMIN_TOKEN_MAX_TTL = 3600
+
+
+@admin_cli.command("token")
+@click.option("--name", default="operator", show_default=True, help="Who the token is for.")
+@click.option(
+    "--ttl",
+    type=click.IntRange(60, ADMIN_TOKEN_MAX_TTL),
+    default=900,
+    show_default=True,
+    help="Lifetime in seconds (it cannot be revoked: keep it short).",
+)
+def admin_token(name: str, ttl: int) -> None:
+    """Print a short-lived token for the admin API (scope admin, subject operator:NAME). It
+    may do anything an admin may, grant any role included; every use is audited as NAME."""
+    if not ROLE_NAME.match(name):
+        raise click.BadParameter("letters, digits and _ . : - only", param_hint="--name")
+    token, jti, expires_at = admin_tokens.issue(name, ttl)
+    click.echo(token)
+    click.echo(f"expires {expires_at:%Y-%m-%d %H:%M:%S} UTC (jti {jti})", err=True)
+
+
+@events_cli.command("list")
+@click.option("--user", "user", help="Only events of this account (username or id).")
+@click.option("--type", "types", multiple=True, help="Only events of this type (repeatable).")
+@click.option("--since", type=click.DateTime(), help="Only events at or after (UTC).")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+def events_list(
+    user: str | None, types: tuple[str, ...], since: datetime | None, limit: int
+) -> None:
+    """List audit events, newest first."""
+    try:
+        user_id = _user_id(user) if user else None
+    except AuthsvcError as error:
+        _fail(error)
+    page = admin.list_events(
+        limit=limit,
+        user_id=user_id,
+        types=types,
+        since=since.replace(tzinfo=UTC) if since else None,
+    )
+    for row in page.items:
+        detail = json.dumps(row.detail, sort_keys=True, separators=(",", ":"))
+        click.echo(
+            f"{row.at:%Y-%m-%d %H:%M:%S}  {row.type}  user={row.user_id or '-'}  "
+            f"actor={row.actor_id or '-'}  ip={row.ip or '-'}  {detail}"
+        )
+
+
+def _user_id(name_or_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(name_or_id)
+    except ValueError:
+        return admin.find_user(name_or_id).id
 
 
 def bind_migrations(app: Flask) -> None:
@@ -286,5 +350,6 @@ class MigrationsGroup(click.Group):
 
 def register_cli(app: Flask) -> None:
     app.cli.add_command(MigrationsGroup("db", help="Database migrations (Flask-Migrate)."))
-    for command in (users_cli, sessions_cli, keys_cli, mail_cli, outbox_cli, prune_command):
+    groups = (users_cli, sessions_cli, keys_cli, mail_cli, outbox_cli, admin_cli, events_cli)
+    for command in (*groups, prune_command):
         app.cli.add_command(command)

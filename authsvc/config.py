@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .config_admin import ADMIN_VARIABLES, AdminSettings, admin_settings
 from .config_email import EmailSettings, email_settings
 from .config_mfa import MFA_VARIABLES, MfaSettings, mfa_settings
 from .config_reader import ConfigError, Reader, bind, url
@@ -67,6 +68,7 @@ class Settings:
     instance_path: str
     email: EmailSettings
     mfa: MfaSettings
+    admin: AdminSettings
 
     @property
     def development(self) -> bool:
@@ -130,6 +132,7 @@ KNOWN_VARIABLES = frozenset(
         "AUTHSVC_RATELIMIT_EMAIL_ADDRESS",
     }
     | MFA_VARIABLES
+    | ADMIN_VARIABLES
 )
 
 
@@ -232,6 +235,7 @@ def load_settings(
         **_client_settings(read, development),
         email=email_settings(read, development, identity["issuer"]),
         mfa=mfa_settings(read, identity["issuer"]),
+        admin=admin_settings(read),
     )
 
 

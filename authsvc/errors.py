@@ -159,6 +159,13 @@ class InvalidCode(AuthsvcError):
     detail = "The code is wrong, expired or already used."
 
 
+class CodeRequired(AuthsvcError):
+    """An account with a second factor, asked to re-authenticate without a code."""
+
+    status, code = 401, "code_required"
+    detail = "This account has a second factor: give a TOTP code or a recovery code."
+
+
 class InvalidMfaToken(AuthsvcError):
     """An mfa_token that is unknown, spent, expired or out of attempts. Not a bearer token, so
     no WWW-Authenticate challenge (DESIGN §10)."""
@@ -190,6 +197,35 @@ class TooManyPasskeys(AuthsvcError):
 class InvalidPasskeyCredential(AuthsvcError):
     status, code = 400, "invalid_credential"
     detail = "The passkey could not be registered: start again from the options."
+
+
+class Forbidden(AuthsvcError):
+    status, code = 403, "forbidden"
+    detail = "This token does not give access to this resource."
+
+
+class MfaRequiredForAdmin(AuthsvcError):
+    """An admin whose session was proven by a password alone (DESIGN §11)."""
+
+    status, code = 403, "mfa_required_for_admin"
+    detail = "The admin API needs a session proven with a second factor (aal2)."
+
+
+class RoleNotHeld(AuthsvcError):
+    """An admin granting a role it does not hold itself (DESIGN §11)."""
+
+    status, code = 403, "role_not_held"
+    detail = "Only roles you hold yourself can be granted."
+
+
+class LastAdmin(AuthsvcError):
+    status, code = 409, "last_admin"
+    detail = "This is the last active admin: it cannot be demoted, disabled or deleted."
+
+
+class InvalidCursor(AuthsvcError):
+    status, code = 400, "invalid_cursor"
+    detail = "The cursor is not one this list handed out."
 
 
 class InvalidCredentials(AuthsvcError):

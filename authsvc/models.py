@@ -109,6 +109,15 @@ class Principal:
     live: bool  # session neither revoked nor expired, user active and named by `sub`, not denied
 
 
+@dataclass(frozen=True, slots=True)
+class AdminCaller:
+    """Who calls the admin API: an admin user at aal2, or an operator's `flask admin token`."""
+
+    actor_id: str  # the user's id, or "operator:<name>" (audit rows name it)
+    user_id: uuid.UUID | None  # None: an operator's token
+    roles: frozenset[str] | None  # the roles it may grant; None: any (an operator's token)
+
+
 @dataclass(frozen=True)
 class Client:
     """Who is calling, as the view saw it; stored on the session for GET /sessions."""
@@ -387,3 +396,29 @@ class Challenge(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     spent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(db.Model):
+    """One security event or admin action (DESIGN §11), written in the action's transaction.
+
+    ``user_id`` is whom it concerns, ``actor_id`` who acted (a user id, or ``operator:<name>``
+    for a token from ``flask admin token``); neither is a foreign key, so the rows of a deleted
+    user stay (the id only). ``detail`` holds reasons and counts, never a secret.
+    """
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    type: Mapped[str] = mapped_column(String(48))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    actor_id: Mapped[str | None] = mapped_column(String(80))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        Index("ix_audit_events_at_id", "at", "id"),
+        Index("ix_audit_events_user_at", "user_id", "at", "id"),
+        Index("ix_audit_events_type_at", "type", "at", "id"),
+    )

@@ -120,15 +120,29 @@ def configure_logging() -> None:
     logger.propagate = False
 
 
-def current_request_id() -> str | None:
-    return g.get("request_id") if has_request_context() else None
-
-
-def security_event(event: str, **fields: Any) -> None:
+def log_security_event(event: str, fields: dict[str, Any]) -> None:
+    """The JSON line and the counter of one security event (``authsvc.audit`` writes its row)."""
     SECURITY_EVENTS.labels(event=event).inc()
-    security_log.info(
-        event, extra={"fields": {"event": event, "request_id": current_request_id(), **fields}}
-    )
+    security_log.info(event, extra={"fields": {"event": event, **fields}})
+
+
+ACTOR_KEY = "authsvc_actor"
+
+
+def set_actor(actor_id: str) -> None:
+    """Who this request acts as (the verified caller), for the audit rows it writes."""
+    if has_request_context():
+        setattr(g, ACTOR_KEY, actor_id)
+
+
+def request_facts() -> tuple[str | None, str | None, str | None]:
+    """The request id, client address and actor of the request being served (all None
+    outside one: the CLI, the outbox sender)."""
+    if not has_request_context():
+        return None, None, None
+    # The address may come from X-Forwarded-For (AUTHSVC_TRUSTED_PROXIES): printable, bounded.
+    address = "".join(char for char in request.remote_addr or "" if char.isprintable())[:64]
+    return g.get("request_id"), address or None, g.get(ACTOR_KEY)
 
 
 def _before_request() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import account, auth, email, mfa, oauth, ops, webauthn, wellknown
+from . import account, admin, auth, email, mfa, oauth, ops, webauthn, wellknown
 from .body import MAX_BODY_BYTES
 from .responses import NoSessionInterface
 
@@ -16,6 +16,7 @@ def register_api(app: Flask) -> None:
     blueprints = (
         auth.bp,
         account.bp,
+        admin.bp,
         email.bp,
         mfa.bp,
         webauthn.bp,

@@ -6,12 +6,20 @@ import uuid
 
 from flask import Blueprint, Response
 
-from ..services import accounts, sessions
+from ..services import accounts, self_service, sessions
 from ..tokens.flask import authenticated
 from .body import require_body
 from .openapi import documented
 from .responses import json_response
 from .schemas import PasswordChange, SessionList, SessionOut, UserOut, user_out
+from .schemas_admin import (
+    AccountDeletion,
+    AccountExport,
+    AdminSessionOut,
+    AdminUserSummary,
+    event_out,
+    factor_out,
+)
 
 bp = Blueprint("account", __name__)
 
@@ -65,3 +73,44 @@ def revoke_session(session_id: uuid.UUID) -> Response:
     """Revoke one of the user's sessions (its refresh and access tokens stop working)."""
     sessions.revoke_session(authenticated().user.id, session_id)
     return Response(status=204)
+
+
+@bp.delete("/me")
+@documented(
+    body=AccountDeletion,
+    ok=(204, None),
+    errors=(400, 401, 409, 413, 415, 429, 503),
+    auth="bearer",
+    tag="account",
+)
+def delete_me() -> Response:
+    """Erase the account: the current password, and a code when it has a second factor.
+    Sessions, factors and mailed links go with it; audit events keep the id only."""
+    caller = authenticated()
+    body = require_body(AccountDeletion)
+    self_service.delete_account(caller, body.current_password, body.code)
+    return Response(status=204)
+
+
+@bp.get("/me/export")
+@documented(ok=(200, AccountExport), errors=(401, 503), auth="bearer", tag="account")
+def export_me() -> Response:
+    """Everything the account holds, as JSON: the user, live sessions, factors, events."""
+    data = self_service.export_account(authenticated())
+    export = AccountExport(
+        user=AdminUserSummary(**user_out(data.user).model_dump(), disabled=False),
+        sessions=[
+            AdminSessionOut(
+                id=str(session.id),
+                created_at=session.created_at,
+                last_used_at=session.last_used_at,
+                expires_at=sessions.session_expires_at(session),
+                user_agent=session.user_agent,
+                ip=session.ip,
+            )
+            for session in data.sessions
+        ],
+        factors=[factor_out(row) for row in data.factors],
+        events=[event_out(row) for row in data.events],
+    )
+    return json_response(export, no_store=True)

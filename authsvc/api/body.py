@@ -95,6 +95,21 @@ def parse_body(model: type[ModelT], *, optional: bool = False) -> ModelT | None:
         raise InvalidRequest(_describe(error)) from None
 
 
+def parse_query(model: type[ModelT]) -> ModelT:
+    """The query string as ``model`` (each parameter at most once; unknown ones are 400)."""
+    values: dict[str, str] = {}
+    for name, given in request.args.lists():
+        if len(given) > 1:
+            raise InvalidRequest(f"Query parameter '{name}' is given more than once.")
+        if "\x00" in given[0]:
+            raise InvalidRequest(f"Query parameter '{name}' is invalid.")
+        values[name] = given[0]
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        raise InvalidRequest(_describe(error)) from None
+
+
 def require_body(model: type[ModelT]) -> ModelT:
     parsed = parse_body(model)
     if parsed is None:  # unreachable: only optional bodies come back empty

@@ -51,6 +51,7 @@ def documented(
     ok: tuple[int, type[BaseModel] | None],
     errors: tuple[int, ...] = (),
     body: type[BaseModel] | None = None,
+    query: type[BaseModel] | None = None,
     optional_body: bool = False,
     form_body: bool = False,
     auth: str | None = None,
@@ -67,6 +68,7 @@ def documented(
         responses[f"HTTP_{code}"] = Problem
     spectree = spec.validate(
         json=body,
+        query=query,
         resp=SpecResponse(**responses),
         tags=[tag],
         security={"basic": []} if auth == "basic" else {"bearer": []} if auth else None,

@@ -30,8 +30,8 @@ from jwt.algorithms import get_default_algorithms
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from ..audit import security_event
 from ..models import SigningKey, utcnow
-from ..observability import security_event
 from ..store import keys as key_store
 from ..store.database import rollback_quietly, write_transaction
 
@@ -327,15 +327,15 @@ class KeyRing:
         try:
             with write_transaction():
                 key_store.add(row)
+                security_event(
+                    "key_published",
+                    kid=row.kid,
+                    alg=row.alg,
+                    reason=reason,
+                    signs_from=self.signs_from(row.created_at).isoformat(),
+                )
         except IntegrityError:
             return None
-        security_event(
-            "key_published",
-            kid=row.kid,
-            alg=row.alg,
-            reason=reason,
-            signs_from=self.signs_from(row.created_at).isoformat(),
-        )
         return row
 
     def create_key_row(self, state: str) -> SigningKey:
@@ -388,9 +388,9 @@ def promote(next_kid: str, active_kid: str) -> str | None:
                 and key_store.move(next_kid, "next", "active", activated_at=now)
             ):
                 raise _Abandon()
+            security_event("key_rotated", kid=next_kid, retired_kid=active_kid)
     except _Abandon:
         return None
-    security_event("key_rotated", kid=next_kid, retired_kid=active_kid)
     return next_kid
 
 
@@ -405,8 +405,8 @@ def delete_dead_keys(retain_retired: timedelta) -> int:
         kids = key_store.retired_before(cutoff)
         if kids:
             key_store.delete_kids(kids)
-    for kid in kids:
-        security_event("key_deleted", kid=kid)
+        for kid in kids:
+            security_event("key_deleted", kid=kid)
     return len(kids)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from ..audit import security_event
 from ..errors import (
     EmailNotVerified,
     EmailRequired,
@@ -18,7 +19,6 @@ from ..errors import (
     UsernameTaken,
 )
 from ..models import AccessContext, AuthResult, Caller, Client, Session, User
-from ..observability import security_event
 from ..runtime import runtime
 from ..security import emails, usernames
 from ..security.attempts import Reservation
@@ -66,9 +66,11 @@ def signup(username: str, password: str, client: Client, email: str | None = Non
                 session = Session(**new_session_values(user.id, client))
                 session_store.add(session)
             email_service.issue_signup_verification(user)
+            security_event(
+                "signup", user_id=str(user.id), session_id=str(session.id) if session else None
+            )
     except IntegrityError as error:
         raise EmailTaken() if user_store.email_was_taken(error) else UsernameTaken() from None
-    security_event("signup", user_id=str(user.id), session_id=str(session.id) if session else None)
     return AuthResult(user, issue_pair(user, session, fresh=True) if session else None)
 
 
@@ -119,7 +121,6 @@ def login(username: str, password: str, client: Client) -> AuthResult:
     guess.succeeded()
     session = Session(**values)  # not added to the ORM session: it is written already
     caller = Caller.from_row(user)
-    security_event("login", user_id=str(user.id), session_id=str(session.id))
     return AuthResult(caller, issue_pair(caller, session, fresh=True))
 
 
@@ -148,19 +149,20 @@ def _same_password(current: Any, checked: Any) -> bool:
 
 
 def _insert_session(values: dict[str, Any], user: Any, new_hash: str | None) -> bool:
-    """Create a password-only login's session only if the password it verified is still the
-    user's, no factor was added since the login read the account, and the user is active;
-    with ``new_hash`` (outdated parameters), upgrade the hash in the same transaction."""
-    if new_hash is None:
-        return session_store.insert_if_credentials_current(
-            values, user.password_version, user.factor_version
-        )
+    """Create a password-only login's session, and its audit event, only if the password it
+    verified is still the user's, no factor was added since the login read the account, and
+    the user is active; with ``new_hash`` (outdated parameters), upgrade the hash in the same
+    transaction."""
     with write_transaction():
-        if not user_store.upgrade_password_hash(
+        if new_hash is not None and not user_store.upgrade_password_hash(
             user.id, user.password_version, new_hash, user.factor_version
         ):
             return False
-        session_store.insert_in_transaction(values)
+        if not session_store.insert_if_credentials_current(
+            values, user.password_version, user.factor_version
+        ):
+            return False
+        security_event("login", user_id=str(user.id), session_id=str(values["id"]), amr=["pwd"])
     return True
 
 
@@ -181,7 +183,9 @@ def change_password(context: AccessContext, current_password: str, new_password:
         if not user_store.change_password_if_current(
             user.id, user.password_version, new_hash, context.session_id
         ):
-            security_event("password_change_failed", user_id=str(user.id), reason="superseded")
+            security_event(
+                "password_change_failed", user_id=str(user.id), reason="superseded", alone=True
+            )
             raise TokenRevoked("The password or the session changed meanwhile; log in again.")
         count = session_store.revoke(
             user_id=user.id, except_session_id=context.session_id, reason="password_changed"
@@ -189,4 +193,4 @@ def change_password(context: AccessContext, current_password: str, new_password:
         # A reset link mailed before the change would undo it (DESIGN §9).
         email_service.void_for_new_password(user.id)
         email_service.notify_password_changed(user.id, how="changed")
-    security_event("password_changed", user_id=str(user.id), sessions_revoked=count)
+        security_event("password_changed", user_id=str(user.id), sessions_revoked=count)

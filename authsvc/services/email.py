@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from ..audit import security_event
 from ..errors import (
     EmailAlreadyVerified,
     EmailTaken,
@@ -29,7 +30,6 @@ from ..errors import (
 )
 from ..mail.sender import queue_message
 from ..models import AccessContext, User, utcnow
-from ..observability import security_event
 from ..runtime import runtime
 from ..security import emails
 from ..store import one_time_tokens as token_store
@@ -176,7 +176,7 @@ def request_verification(email: str | None, caller: AccessContext | None) -> Non
         return
     with write_transaction():
         _issue(user, VERIFY_EMAIL, user.email)  # type: ignore[arg-type]
-    security_event("email_verification_sent", user_id=str(user.id))
+        security_event("email_verification_sent", user_id=str(user.id))
 
 
 def forgot_password(email: str) -> None:
@@ -200,7 +200,7 @@ def _queue_request(purpose: str, address: emails.EmailAddress) -> None:
             {"email_key": address.key},
             utcnow() + REQUEST_LIFETIME,
         )
-    security_event(_REQUESTED[purpose])
+        security_event(_REQUESTED[purpose])
 
 
 def resolve_request(
@@ -221,10 +221,10 @@ def resolve_request(
         if purpose not in (VERIFY_EMAIL, RESET_PASSWORD):
             return
         _issue(user, purpose, user.email)
-    security_event(_MAILED[purpose], user_id=str(user.id))
+        security_event(_MAILED[purpose], user_id=str(user.id))
 
 
-def _even_out(purpose: str) -> None:
+def _even_out(purpose: str, user_id: uuid.UUID) -> None:
     """The unknown address's path does the known one's work, with nothing to keep: the same
     token and sealing arithmetic, the same statements in one write transaction (matching and
     inserting no row), so the two answer in about the same time."""
@@ -236,6 +236,7 @@ def _even_out(purpose: str) -> None:
         token_store.void(uuid.uuid4(), [purpose], "superseded", utcnow())
         token_store.add_nothing()
         outbox_store.add_nothing()
+        security_event("email_change_requested", user_id=str(user_id), outcome="address_taken")
 
 
 def _live_token(token: str, purposes: list[str], now: datetime) -> tuple[str, Any]:
@@ -270,7 +271,7 @@ def reset_password(token: str, new_password: str) -> int:
         void_for_new_password(user.id)
         count = session_store.revoke(user_id=user.id, reason="password_reset")
         notify_password_changed(user.id, how="reset with a link we mailed")
-    security_event("password_reset", user_id=str(user.id), via="email", sessions_revoked=count)
+        security_event("password_reset", user_id=str(user.id), via="email", sessions_revoked=count)
     return count
 
 
@@ -290,11 +291,12 @@ def verify_email(token: str) -> User:
             else:
                 _apply_change(user, row.email, now)
             session_store.user_changed(user.id)
+            security_event(
+                "email_verified" if row.purpose == VERIFY_EMAIL else "email_changed",
+                user_id=str(user.id),
+            )
     except IntegrityError:
         raise EmailTaken() from None
-    security_event(
-        "email_verified" if row.purpose == VERIFY_EMAIL else "email_changed", user_id=str(user.id)
-    )
     refreshed = user_store.get(user.id)
     assert refreshed is not None
     return refreshed
@@ -324,9 +326,8 @@ def change_email(context: AccessContext, new_email: str, current_password: str) 
     _cooldown(CHANGE_EMAIL, parsed.key)
     holder = user_store.with_email(parsed.key)
     if holder is not None:
-        _even_out(CHANGE_EMAIL)
-        security_event("email_change_requested", user_id=str(user.id), outcome="address_taken")
+        _even_out(CHANGE_EMAIL, user.id)
         return
     with write_transaction():
         _issue(user, CHANGE_EMAIL, parsed.address)
-    security_event("email_change_requested", user_id=str(user.id))
+        security_event("email_change_requested", user_id=str(user.id))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
+from ..audit import security_event
 from ..errors import (
     FactorExists,
     FactorRequired,
@@ -26,7 +27,6 @@ from ..errors import (
     NotFound,
 )
 from ..models import AccessContext, AuthResult, Client, Session, utcnow
-from ..observability import security_event
 from ..runtime import runtime
 from ..security import totp
 from ..security.attempts import Reservation
@@ -74,7 +74,7 @@ class Confirmation:
 
 
 @dataclass(frozen=True)
-class _Proof:
+class CodeProof:
     """A code that matched, not yet taken: ``take`` spends it in the caller's transaction."""
 
     amr: str  # otp (a TOTP code) or mfa (a recovery code), RFC 8176
@@ -110,7 +110,7 @@ def second_step(user: Any, *, enrol: bool) -> NoReturn:
             password_version=user.password_version,
         )
         factors = [] if enrol else factor_store.confirmed(user.id)
-    security_event("login_mfa_required", user_id=str(user.id), enrol=enrol)
+        security_event("login_mfa_required", user_id=str(user.id), enrol=enrol)
     extra = {
         "mfa_token": token,
         "factors": [{"id": str(row.id), "type": row.type} for row in factors],
@@ -128,7 +128,7 @@ def complete_login(
     guess = _reserve_code_guess(user_id)
     if credential is not None:
         amr, take = passkeys.second_factor_proof(user_id, credential)
-        proof = _Proof(amr, _logged(take, user_id), recovery=False)
+        proof = CodeProof(amr, _logged(take, user_id), recovery=False)
     else:
         assert code is not None
         proof = _code_proof(user_id, code, event="login_failed")
@@ -141,8 +141,9 @@ def complete_login(
         _insert_session(values, challenge.password_version)
         if proof.recovery:
             _notify_recovery_code_used(user_id)
+        _login_events(user_id, values, recovery=proof.recovery)
     guess.succeeded()
-    return _logged_in(user_id, values, recovery=proof.recovery)
+    return _logged_in(user_id, values)
 
 
 def _reserve_code_guess(user_id: uuid.UUID) -> Reservation:
@@ -165,7 +166,7 @@ def _logged(take: Callable[[datetime], None], user_id: uuid.UUID) -> Callable[[d
         try:
             take(now)
         except InvalidCode:
-            security_event("login_failed", user_id=str(user_id), reason="passkey_raced")
+            security_event("login_failed", user_id=str(user_id), reason="passkey_raced", alone=True)
             raise
 
     return logged
@@ -185,27 +186,35 @@ def _take_attempt(mfa_token: str, kinds: list[str]) -> Any:
 
 
 def _insert_session(values: dict[str, Any], password_version: int) -> None:
-    if not session_store.insert_if_credentials_current_in_transaction(values, password_version):
+    if not session_store.insert_if_credentials_current(values, password_version):
         # The password changed, or the account was disabled, since the first step.
         raise InvalidMfaToken("The password changed or the account was disabled; log in again.")
 
 
-def _logged_in(user_id: uuid.UUID, values: dict[str, Any], *, recovery: bool) -> AuthResult:
-    user = user_store.get(user_id)
-    assert user is not None  # the session was inserted only for an active user
-    session = Session(**values)  # written already: not added to the ORM session
+def _login_events(user_id: uuid.UUID, values: dict[str, Any], *, recovery: bool) -> None:
+    """In the login's transaction."""
     security_event(
-        "login", user_id=str(user_id), session_id=str(session.id), amr=values["amr"], aal="aal2"
+        "login",
+        user_id=str(user_id),
+        session_id=str(values["id"]),
+        amr=list(values["amr"]),
+        aal="aal2",
     )
     if recovery:
         security_event("recovery_code_used", user_id=str(user_id))
+
+
+def _logged_in(user_id: uuid.UUID, values: dict[str, Any]) -> AuthResult:
+    user = user_store.get(user_id)
+    assert user is not None  # the session was inserted only for an active user
+    session = Session(**values)  # written already: not added to the ORM session
     return AuthResult(user, issue_pair(user, session, fresh=True))
 
 
 # --- codes --------------------------------------------------------------------------------
 
 
-def _code_proof(user_id: uuid.UUID, code: str, *, event: str) -> _Proof:
+def _code_proof(user_id: uuid.UUID, code: str, *, event: str) -> CodeProof:
     """The TOTP or recovery code ``code`` if it matches (not yet spent); InvalidCode if not."""
     rt = runtime()
     digits = code.replace(" ", "")
@@ -219,21 +228,31 @@ def _code_proof(user_id: uuid.UUID, code: str, *, event: str) -> _Proof:
             def take_step(now: datetime) -> None:
                 # An earlier use of this step (a replay) or a later one: refused, forever.
                 if not factor_store.take_step(factor_id, step, now):
-                    security_event(event, user_id=str(user_id), reason="replayed_step")
+                    security_event(event, user_id=str(user_id), reason="replayed_step", alone=True)
                     raise InvalidCode()
 
-            return _Proof("otp", take_step, recovery=False)
+            return CodeProof("otp", take_step, recovery=False)
     elif (normalized := totp.normalize_recovery_code(code)) is not None:
         digest = rt.factor_secrets.code_digest(user_id, normalized)
 
         def use_code(now: datetime) -> None:
             if not factor_store.use_recovery_code(user_id, digest, now):
-                security_event(event, user_id=str(user_id), reason="wrong_or_used_recovery_code")
+                security_event(
+                    event, user_id=str(user_id), reason="wrong_or_used_recovery_code", alone=True
+                )
                 raise InvalidCode()
 
-        return _Proof("mfa", use_code, recovery=True)
+        return CodeProof("mfa", use_code, recovery=True)
     security_event(event, user_id=str(user_id), reason="wrong_code")
     raise InvalidCode()
+
+
+def check_code(user_id: uuid.UUID, code: str, *, event: str) -> tuple[Reservation, CodeProof]:
+    """For another service's re-authentication (DELETE /me): one unit of the wrong-code
+    budget, and the matching code to ``take`` in the caller's transaction (InvalidCode if
+    none matches)."""
+    guess = _reserve_code_guess(user_id)
+    return guess, _code_proof(user_id, code, event=event)
 
 
 def _notify_recovery_code_used(user_id: uuid.UUID) -> None:
@@ -314,12 +333,17 @@ def confirm_totp(
         factor_store.replace_recovery_codes(user_id, digests, now)
         if enrol_token is not None:
             values = _enrolled_login(user_id, enrol_token, client, now)
+            _login_events(user_id, values, recovery=False)
         email_service.notify(user_id, "mfa_changed", change="An authenticator app was added to")
+        security_event(
+            "mfa_enabled",
+            user_id=str(user_id),
+            factor_id=str(factor_id),
+            factor_type="totp",
+            sessions_revoked=revoked,
+        )
     guess.succeeded()
-    security_event(
-        "mfa_enabled", user_id=str(user_id), factor_id=str(factor_id), sessions_revoked=revoked
-    )
-    login = _logged_in(user_id, values, recovery=False) if values is not None else None
+    login = _logged_in(user_id, values) if values is not None else None
     return Confirmation(codes, login)
 
 
@@ -373,10 +397,10 @@ def remove_factor(
                 raise FactorRequired()
             factor_store.delete_recovery_codes(user_id)
         email_service.notify(user_id, "mfa_changed", change="A second factor was removed from")
+        security_event("mfa_disabled", user_id=str(user_id), factor_id=str(factor_id))
+        if proof.recovery:
+            security_event("recovery_code_used", user_id=str(user_id))
     guess.succeeded()
-    security_event("mfa_disabled", user_id=str(user_id), factor_id=str(factor_id))
-    if proof.recovery:
-        security_event("recovery_code_used", user_id=str(user_id))
 
 
 def regenerate_recovery_codes(
@@ -398,6 +422,6 @@ def regenerate_recovery_codes(
         proof.take(now)
         factor_store.replace_recovery_codes(user_id, digests, now)
         email_service.notify(user_id, "mfa_changed", change="New recovery codes were made for")
+        security_event("recovery_codes_regenerated", user_id=str(user_id))
     guess.succeeded()
-    security_event("recovery_codes_regenerated", user_id=str(user_id))
     return codes

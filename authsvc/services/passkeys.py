@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from ..audit import security_event
 from ..errors import (
     EmailNotVerified,
     InvalidCode,
@@ -26,7 +27,6 @@ from ..errors import (
     TooManyPasskeys,
 )
 from ..models import AccessContext, AuthResult, Client, Session, utcnow
-from ..observability import security_event
 from ..runtime import runtime
 from ..security import webauthn
 from ..security.webauthn import CeremonyFailed, NewPasskey, StoredCredential
@@ -99,14 +99,7 @@ def register(
     except CeremonyFailed as failed:
         security_event("passkey_register_failed", user_id=str(user_id), reason=failed.reason)
         raise InvalidPasskeyCredential() from None
-    factor_id, codes, revoked = _keep(context, passkey)
-    security_event(
-        "passkey_registered",
-        user_id=str(user_id),
-        factor_id=str(factor_id),
-        device_type=passkey.device_type,
-        sessions_revoked=revoked,
-    )
+    factor_id, codes, _revoked = _keep(context, passkey)
     return factor_id, codes
 
 
@@ -139,6 +132,14 @@ def _keep(context: AccessContext, passkey: NewPasskey) -> tuple[uuid.UUID, list[
                 codes, digests = runtime().factor_secrets.new_recovery_codes(user_id)
                 factor_store.replace_recovery_codes(user_id, digests, now)
             email_service.notify(user_id, "mfa_changed", change="A passkey was added to")
+            security_event(
+                "mfa_enabled",
+                user_id=str(user_id),
+                factor_id=str(factor_id),
+                factor_type="passkey",
+                device_type=passkey.device_type,
+                sessions_revoked=revoked,
+            )
     except IntegrityError:
         # The same credential registered by another account at the same moment: the unique
         # index on factors.credential_id decided.
@@ -179,14 +180,18 @@ def login(credential: dict[str, Any], client: Client) -> AuthResult:
     with write_transaction():
         if not passkey_store.advance(passkey.id, passkey.sign_count, assertion.new_sign_count, now):
             raise _refused("sign_count_raced", passkey.user_id)
-        if not session_store.insert_if_credentials_current_in_transaction(
-            values, passkey.password_version
-        ):
+        if not session_store.insert_if_credentials_current(values, passkey.password_version):
             raise _refused("user_disabled", passkey.user_id)
+        security_event(
+            "login",
+            user_id=str(passkey.user_id),
+            session_id=str(values["id"]),
+            amr=[amr],
+            aal="aal2",
+        )
     user = user_store.get(passkey.user_id)
     assert user is not None  # the session was inserted only for an active user
     session = Session(**values)  # written already: not added to the ORM session
-    security_event("login", user_id=str(user.id), session_id=str(session.id), amr=[amr], aal="aal2")
     return AuthResult(user, issue_pair(user, session, fresh=True))
 
 
@@ -196,6 +201,7 @@ def _refused(reason: str, user_id: uuid.UUID | None = None) -> InvalidCredential
         method="passkey",
         reason=reason,
         user_id=str(user_id) if user_id else None,
+        alone=True,  # also raised inside the login's transaction, which then rolls back
     )
     return InvalidCredentials("The passkey was not accepted.")
 

@@ -8,9 +8,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from ..audit import security_event
 from ..errors import InsufficientAuthentication, InvalidCredentials, TokenRevoked
 from ..models import AccessContext
-from ..observability import security_event
 from ..runtime import runtime
 from ..store import factors as factor_store
 from ..store import sessions as session_store

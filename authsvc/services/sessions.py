@@ -7,9 +7,9 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
+from ..audit import security_event
 from ..errors import NotFound, TokenRevoked
 from ..models import AccessContext, AuthResult, Caller, Client, LogoutScope, Session, utcnow
-from ..observability import security_event
 from ..runtime import runtime
 from ..store import sessions as session_store
 from ..store.database import write_transaction
@@ -72,7 +72,13 @@ def _refuse_password_only(session_id: uuid.UUID, caller: Caller) -> NoReturn:
     through the second step or enrolment."""
     with write_transaction():
         session_store.revoke(session_id=session_id, reason="mfa_required")
-    security_event("sessions_revoked", user_id=str(caller.id), reason="mfa_required", count=1)
+        security_event(
+            "session_revoked",
+            user_id=str(caller.id),
+            session_id=str(session_id),
+            reason="mfa_required",
+            count=1,
+        )
     raise TokenRevoked("A role of this account needs a second factor: log in again.")
 
 
@@ -95,14 +101,14 @@ def _refresh_not_current(session_id: uuid.UUID, generation: int, user_id: uuid.U
         reuse_detected = not (generation == session.generation - 1 and in_grace)
         if reuse_detected:
             session_store.revoke(session_id=session_id, reason="reuse_detected")
+            security_event(
+                "refresh_reuse_detected",
+                user_id=str(user.id),
+                session_id=str(session_id),
+                presented_generation=generation,
+                current_generation=session.generation,
+            )
     if reuse_detected:
-        security_event(
-            "refresh_reuse_detected",
-            user_id=str(user.id),
-            session_id=str(session_id),
-            presented_generation=generation,
-            current_generation=session.generation,
-        )
         raise TokenRevoked("The refresh token was already used; the session has been revoked.")
     return AuthResult(user, issue_pair(user, session, fresh=False))
 
@@ -119,7 +125,7 @@ def logout(context: AccessContext, scope: LogoutScope) -> None:
             count = session_store.revoke(
                 user_id=user_id, except_session_id=context.session_id, reason="logout_others"
             )
-    security_event("sessions_revoked", user_id=str(user_id), scope=scope, count=count)
+        security_event("session_revoked", user_id=str(user_id), scope=scope, count=count)
 
 
 def list_sessions(user_id: uuid.UUID) -> list[Session]:
@@ -138,5 +144,7 @@ def revoke_session(user_id: uuid.UUID, session_id: uuid.UUID) -> None:
             # Someone else's session and a missing one look the same.
             raise NotFound("No such session.")
         count = session_store.revoke(session_id=session_id, reason="revoked_by_user")
-    if count:
-        security_event("sessions_revoked", user_id=str(user_id), scope="one", count=count)
+        if count:
+            security_event(
+                "session_revoked", user_id=str(user_id), session_id=str(session_id), scope="one"
+            )

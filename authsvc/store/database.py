@@ -18,7 +18,7 @@ import contextlib
 import select
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -195,12 +195,36 @@ def write_transaction() -> Iterator[None]:
         session.commit()
     with sqlite_writer(session.get_bind().dialect.name == "sqlite"):
         session.connection(execution_options={_BEGIN_OPTION: "IMMEDIATE"})
+        session.info[WRITING_KEY] = True
         try:
             yield
+            session.info.pop(WRITING_KEY, None)
             session.commit()
         except BaseException:
+            session.info.pop(WRITING_KEY, None)
             session.rollback()
+            # The connection is back in the pool now: what runs here may take one.
+            for callback in session.info.pop(AFTER_ROLLBACK_KEY, ()):
+                callback()
             raise
+        finally:
+            session.info.pop(AFTER_ROLLBACK_KEY, None)
+
+
+# Set on the ORM session while a write_transaction() block runs: what is written now commits
+# (or rolls back) with it (``authsvc.audit`` puts its rows there).
+WRITING_KEY = "authsvc_writing"
+# Callables to run once the block's transaction has rolled back (``after_rollback()``).
+AFTER_ROLLBACK_KEY = "authsvc_after_rollback"
+
+
+def after_rollback(callback: Callable[[], None]) -> None:
+    """Run ``callback`` if the current write_transaction() rolls back, after the rollback."""
+    db.session().info.setdefault(AFTER_ROLLBACK_KEY, []).append(callback)
+
+
+def in_write_transaction() -> bool:
+    return bool(db.session().info.get(WRITING_KEY))
 
 
 def rollback_quietly() -> None:

@@ -114,3 +114,15 @@ def delete_dead(now: datetime, spent_before: datetime) -> int:
         )
     )
     return result.rowcount
+
+
+def addresses_of(user_id: uuid.UUID) -> list[str]:
+    """The addresses the user's tokens were mailed to or would prove (a pending change's new
+    address), whatever their state."""
+    return [
+        email
+        for email in db.session.scalars(
+            select(OneTimeToken.email).where(OneTimeToken.user_id == user_id).distinct()
+        )
+        if email
+    ]

@@ -206,3 +206,15 @@ def delete_done(before: datetime) -> int:
         )
     )
     return result.rowcount
+
+
+def delete_for_recipients(addresses: list[str]) -> int:
+    """Every message to these addresses, whatever its state (an erased account's mail: the
+    row holds the address). Compared case-insensitively, as the address's unique key is."""
+    if not addresses:
+        return 0
+    lowered = [address.lower() for address in addresses]
+    result = db.session.execute(
+        delete(OutboxMessage).where(func.lower(OutboxMessage.recipient).in_(lowered))
+    )
+    return result.rowcount or 0

@@ -47,6 +47,16 @@ def principal_row(sid: uuid.UUID) -> Any:
     return PRINCIPAL.first({"sid": sid})
 
 
+_SELECT_PRINCIPAL_WITH_ASSURANCE = _SELECT_PRINCIPAL.add_columns(Session.aal)
+
+
+def principal_row_now(sid: uuid.UUID) -> Any:
+    """``principal_row`` read from the database now, never a cache, with the session's
+    assurance level: what an admin request is checked against (DESIGN §11)."""
+    with single_statement() as connection:
+        return connection.execute(_SELECT_PRINCIPAL_WITH_ASSURANCE, {"sid": sid}).first()
+
+
 def _user_column(column: Any) -> Any:
     # RETURNING may name only the updated table on SQLite: the user's fields come by subquery.
     return select(column).where(User.id == Session.user_id).scalar_subquery()
@@ -168,30 +178,19 @@ _INSERT_IF_PASSWORD_ONLY_CURRENT = _insert_if_current(
 
 
 def insert_if_credentials_current(
-    values: dict[str, Any], checked_version: int, factor_version: int
+    values: dict[str, Any], checked_version: int, factor_version: int | None = None
 ) -> bool:
-    """Insert a password-only login's session in one autocommit statement, if the user's
-    password is still the one the login verified (``checked_version``), no factor was added
-    since it read the account (``factor_version``) and the user is active; whether it was."""
-    parameters = {
-        **values,
-        "checked_version": checked_version,
-        "checked_factor_version": factor_version,
-    }
-    with single_statement(writes=True) as connection:
-        return connection.execute(_INSERT_IF_PASSWORD_ONLY_CURRENT, parameters).rowcount == 1
-
-
-def insert_if_credentials_current_in_transaction(
-    values: dict[str, Any], checked_version: int
-) -> bool:
-    """``insert_if_credentials_current`` in the caller's transaction (a second step spends its
-    challenge and code in the same one). Core, on the transaction's connection: given a dict
-    of parameters, the ORM would take the INSERT ... SELECT for a bulk insert."""
-    result = db.session.connection().execute(
-        _INSERT_IF_CREDENTIALS_CURRENT, {**values, "checked_version": checked_version}
-    )
-    return result.rowcount == 1
+    """In the caller's transaction, insert a login's session if the user's password is still
+    the one the login verified (``checked_version``), the user is active and (a password-only
+    login: ``factor_version``) no factor was added since it read the account; whether it was.
+    Core, on the transaction's connection: given a dict of parameters, the ORM would take the
+    INSERT ... SELECT for a bulk insert."""
+    parameters = {**values, "checked_version": checked_version}
+    statement = _INSERT_IF_CREDENTIALS_CURRENT
+    if factor_version is not None:
+        parameters["checked_factor_version"] = factor_version
+        statement = _INSERT_IF_PASSWORD_ONLY_CURRENT
+    return db.session.connection().execute(statement, parameters).rowcount == 1
 
 
 def insert_in_transaction(values: dict[str, Any]) -> None:
@@ -266,6 +265,10 @@ def user_changed(user_id: uuid.UUID) -> None:
     every process drops its cached rows of the user's sessions, as after a revocation, so the
     next token check reads the new fields."""
     db.session.info.setdefault(REVOKED_PENDING_KEY, []).append(("u", str(user_id)))
+
+
+def owner_of(session_id: uuid.UUID) -> uuid.UUID | None:
+    return db.session.scalar(select(Session.user_id).where(Session.id == session_id))
 
 
 def owned(user_id: uuid.UUID, session_id: uuid.UUID) -> bool:

@@ -6,8 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exists, func, select, update
+from sqlalchemy import and_, bindparam, cast, exists, func, or_, select, update
+from sqlalchemy import delete as delete_statement
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..extensions import db
 from ..models import Factor, Session, User, utcnow
@@ -183,3 +186,76 @@ def change_email(user_id: uuid.UUID, email: str, email_key: str, now: datetime) 
         .where(User.id == user_id)
         .values(email=email, email_key=email_key, email_verified_at=now)
     )
+
+
+# --- administration (DESIGN §11) ----------------------------------------------------------
+
+
+def page(
+    *, limit: int, after: tuple[datetime, uuid.UUID] | None = None, prefix: str | None = None
+) -> list[User]:
+    """Up to ``limit`` users in creation order, strictly after the position ``after`` (the last
+    of the previous page; a keyset: users created meanwhile come after every existing one, so
+    none is listed twice or skipped). ``prefix``: the username's or the address key's start."""
+    query = select(User)
+    if prefix:
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(
+            or_(User.username.like(pattern, escape="\\"), User.email_key.like(pattern, escape="\\"))
+        )
+    if after is not None:
+        created_at, user_id = after
+        query = query.where(
+            or_(
+                User.created_at > created_at, and_(User.created_at == created_at, User.id > user_id)
+            )
+        )
+    query = query.order_by(User.created_at, User.id).limit(limit)
+    return list(db.session.scalars(query.execution_options(populate_existing=True)))
+
+
+def _holds(role: str) -> ColumnElement[bool]:
+    """The user's roles (a JSON array) contain ``role``."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        return cast(User.roles, JSONB).contains([role])
+    each = func.json_each(User.roles).table_valued("value")
+    return exists(select(1).select_from(each).where(each.c.value == role))
+
+
+# pg_advisory_xact_lock's key for changes to who holds the admin role ("admn").
+_ADMIN_ROLE_LOCK = 0x61646D6E
+
+
+def lock_role_changes() -> None:
+    """Until the caller's transaction ends, no other transaction changes who is an active
+    admin (a demotion, a disable or a deletion takes this first): two parallel demotions of
+    the last two admins are decided one after the other, each seeing the other's outcome.
+    SQLite's write transaction holds the whole database already."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(select(func.pg_advisory_xact_lock(_ADMIN_ROLE_LOCK)))
+
+
+def count_active_holders(role: str, *, excluding: uuid.UUID) -> int:
+    """Active users other than ``excluding`` who hold ``role``, read now."""
+    return (
+        db.session.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(User.id != excluding, User.disabled_at.is_(None), _holds(role))
+        )
+        or 0
+    )
+
+
+def set_roles(user_id: uuid.UUID, roles: list[str]) -> None:
+    db.session.execute(update(User).where(User.id == user_id).values(roles=roles))
+
+
+def enable(user_id: uuid.UUID) -> None:
+    db.session.execute(update(User).where(User.id == user_id).values(disabled_at=None))
+
+
+def delete(user_id: uuid.UUID) -> int:
+    """The user's row; their sessions, factors, codes, challenges and one-time tokens go with it
+    (ON DELETE CASCADE)."""
+    return db.session.execute(delete_statement(User).where(User.id == user_id)).rowcount or 0

@@ -20,9 +20,10 @@ from jwt import get_unverified_header
 from ..compat import pyjwt
 from ..compat.flask_jwt_extended import cache_decoded_tokens
 from ..config import SIGNING_ALGORITHMS, Settings
-from ..errors import InvalidToken, MissingToken, TokenRevoked
+from ..errors import Forbidden, InvalidToken, MfaRequiredForAdmin, MissingToken, TokenRevoked
 from ..extensions import jwt
-from ..models import AccessContext
+from ..models import AccessContext, AdminCaller
+from ..observability import set_actor
 from ..runtime import runtime
 from ..security.keys import HMAC_ALG
 from . import issue, verify
@@ -49,13 +50,42 @@ def authenticated(
         skip_revocation_check=True,
     )
     claims = get_jwt()
+    if claims["type"] not in ("access", "refresh"):
+        raise InvalidToken()  # an admin token opens the admin API only
+    user = verify.live_caller(claims)
+    set_actor(str(user.id))
     return AccessContext(
-        user=verify.live_caller(claims),
+        user=user,
         session_id=uuid.UUID(claims["sid"]),
         jti=claims["jti"],
         token_type=claims["type"],
         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
     )
+
+
+def admin_caller() -> AdminCaller:
+    """The caller of an admin request (DESIGN §11), checked before its body is read: an
+    operator's admin token, or an access token of a user who holds the admin role now (the
+    stored roles, read fresh, never the token's) in a session proven at aal2. No token: 401;
+    anyone else: 403 ``forbidden``; an admin at aal1: 403 ``mfa_required_for_admin``."""
+    verify_jwt_in_request(verify_type=False, skip_revocation_check=True)
+    claims = get_jwt()
+    if claims["type"] == issue.ADMIN_TOKEN_TYPE:
+        set_actor(claims["sub"])
+        return AdminCaller(actor_id=claims["sub"], user_id=None, roles=None)
+    if claims["type"] != "access":
+        raise InvalidToken("This endpoint needs an access token.")
+    found = verify.principal_now(claims)
+    if found is None or not found[0].live:
+        raise TokenRevoked()
+    principal, aal = found
+    user = principal.caller
+    set_actor(str(user.id))
+    if runtime().settings.admin.role not in user.roles:
+        raise Forbidden()
+    if aal != "aal2":
+        raise MfaRequiredForAdmin()
+    return AdminCaller(actor_id=str(user.id), user_id=user.id, roles=frozenset(user.roles))
 
 
 def refresh_token_claims(locations: Sequence[str]) -> dict[str, Any]:
@@ -139,7 +169,8 @@ def jwt_config(settings: Settings) -> dict[str, Any]:
         JWT_ENCODE_AUDIENCE=audience[0] if len(audience) == 1 else audience,
         # Refresh tokens carry the issuer as audience; verify.check_token_shape() keeps each
         # type to its own audience.
-        JWT_DECODE_AUDIENCE=[*audience, settings.issuer],
+        # ... and admin tokens the admin audience (issue.admin_audience).
+        JWT_DECODE_AUDIENCE=[*audience, settings.issuer, issue.admin_audience(settings.issuer)],
         JWT_DECODE_LEEWAY=settings.leeway,
         JWT_ACCESS_TOKEN_EXPIRES=timedelta(seconds=settings.access_token_ttl),
         JWT_REFRESH_TOKEN_EXPIRES=timedelta(seconds=settings.refresh_token_ttl),

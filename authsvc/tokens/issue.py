@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask_jwt_extended import create_access_token, create_refresh_token
+from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
 
 from ..models import SessionLike, TokenPair, UserLike, utcnow
 from ..runtime import runtime
@@ -24,6 +24,15 @@ from ..security.keys import HMAC_ALG
 
 ACCESS_TYP = "at+jwt"
 REFRESH_TYP = "JWT"
+# A token from `flask admin token` (DESIGN §11): no session, scope "admin", its own audience
+# (no downstream service takes it for a user's access token).
+ADMIN_TOKEN_TYPE = "admin"  # noqa: S105 (a claim value)
+ADMIN_SCOPE = "admin"
+
+
+def admin_audience(issuer: str) -> str:
+    return f"{issuer.rstrip('/')}/admin"
+
 
 # The key issue_pair chose, for flask-jwt-extended's encode_key_loader (``signing_key``): the
 # loader is only given the identity, and the key must be the one whose kid the header names even
@@ -81,3 +90,24 @@ def issue_pair(user: UserLike, session: SessionLike, *, fresh: bool) -> TokenPai
             additional_headers={"kid": key.hmac_kid, "typ": REFRESH_TYP, "alg": HMAC_ALG},
         )
     return TokenPair(access, refresh, settings.access_token_ttl, refresh_expires_at)
+
+
+def issue_admin_token(name: str, ttl: int) -> tuple[str, str, datetime]:
+    """An operator's admin token (``flask admin token``, DESIGN §11): ``sub`` ``operator:<name>``,
+    scope ``admin``, the admin audience, no session (it cannot be revoked: keep ``ttl`` short).
+    The token, its jti and when it expires."""
+    rt = runtime()
+    key = rt.keyring.signing_key()
+    with _signing_with(key.private_key):
+        token = create_access_token(
+            identity=f"operator:{name}",
+            expires_delta=timedelta(seconds=ttl),
+            additional_claims={
+                "type": ADMIN_TOKEN_TYPE,
+                "scope": ADMIN_SCOPE,
+                "aud": admin_audience(rt.settings.issuer),
+            },
+            additional_headers={"kid": key.kid, "typ": ACCESS_TYP},
+        )
+    claims = decode_token(token)
+    return token, claims["jti"], datetime.fromtimestamp(claims["exp"], UTC)

@@ -21,12 +21,12 @@ from ..observability import SESSION_STATE_READS
 from ..runtime import runtime
 from ..security.keys import HMAC_ALG
 from ..store import sessions as session_store
-from .issue import ACCESS_TYP, REFRESH_TYP
+from .issue import ACCESS_TYP, ADMIN_SCOPE, ADMIN_TOKEN_TYPE, REFRESH_TYP, admin_audience
 
 _FROM_CACHE = SESSION_STATE_READS.labels("cache")
 _FROM_DATABASE = SESSION_STATE_READS.labels("database")
 _BYPASSED = SESSION_STATE_READS.labels("bypass")
-_REQUIRED_CLAIMS = ("iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "type")
+_REQUIRED_CLAIMS = ("iss", "aud", "sub", "iat", "nbf", "exp", "jti", "type")
 
 
 def check_token_shape(header: dict[str, Any], claims: dict[str, Any]) -> None:
@@ -44,20 +44,31 @@ def check_token_shape(header: dict[str, Any], claims: dict[str, Any]) -> None:
     # PyJWT would accept numeric strings here; our tokens only ever carry integers.
     if any(type(claims[claim]) is not int for claim in ("iat", "nbf", "exp")):
         raise InvalidTokenError("bad time claim")
-    try:
-        uuid.UUID(str(claims["sid"]))
-    except ValueError:
-        raise InvalidTokenError("bad sid") from None
     audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
     if not all(isinstance(audience, str) for audience in audiences):
         raise InvalidTokenError("bad audience")
+    if claims["type"] == ADMIN_TOKEN_TYPE:
+        if header.get("typ") != ACCESS_TYP or "sid" in claims:
+            raise InvalidTokenError("wrong typ or a session")
+        if audiences != [admin_audience(settings.issuer)] or claims.get("scope") != ADMIN_SCOPE:
+            raise InvalidTokenError("wrong audience or scope")
+        return
+    try:
+        uuid.UUID(str(claims.get("sid")))
+    except ValueError:
+        raise InvalidTokenError("bad sid") from None
     if claims["type"] == "access":
         if header.get("typ") != ACCESS_TYP:
             raise InvalidTokenError("wrong typ")
         roles = claims.get("roles")
         if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
             raise InvalidTokenError("bad roles")
-        if settings.issuer in audiences or not set(audiences) & set(settings.audience):
+        admin = admin_audience(settings.issuer)
+        if (
+            settings.issuer in audiences
+            or admin in audiences
+            or not set(audiences) & set(settings.audience)
+        ):
             raise InvalidTokenError("wrong audience")
     elif claims["type"] == "refresh":
         if header.get("typ") != REFRESH_TYP:
@@ -118,13 +129,26 @@ def principal(claims: dict[str, Any]) -> Principal | None:
         if row is None:
             return None
         states.put(session_id, row.id, row, epoch)
-    live = (
+    return Principal(caller=Caller.from_row(row), live=_live(row, claims))
+
+
+def _live(row: Any, claims: dict[str, Any]) -> bool:
+    """Session neither revoked nor expired, user active and the one the token names."""
+    return (
         row.revoked_at is None
         and row.expires_at > utcnow()
         and row.disabled_at is None
         and str(row.id) == claims["sub"]
     )
-    return Principal(caller=Caller.from_row(row), live=live)
+
+
+def principal_now(claims: dict[str, Any]) -> tuple[Principal, str] | None:
+    """``principal`` read from the database now (no cache), and the session's assurance
+    level: an admin request's rights are those stored at this moment (DESIGN §11)."""
+    row = session_store.principal_row_now(uuid.UUID(claims["sid"]))
+    if row is None:
+        return None
+    return Principal(caller=Caller.from_row(row), live=_live(row, claims)), row.aal
 
 
 def live_caller(claims: dict[str, Any]) -> Caller:
@@ -138,6 +162,8 @@ def live_caller(claims: dict[str, Any]) -> Caller:
 def is_revoked(_header: dict[str, Any], claims: dict[str, Any]) -> bool:
     """flask-jwt-extended's token_in_blocklist_loader: the safety net for any view that uses a
     plain ``@jwt_required()`` instead of ``authsvc.tokens.flask.authenticated``."""
+    if "sid" not in claims:
+        return True  # an admin token is for the admin API's own check only
     found = principal(claims)
     return found is None or not found.live
 

@@ -25,6 +25,7 @@ ISSUER = "https://auth.test"
 # Tests other than those of hashing itself use a cheap argon2 cost (DESIGN allows it).
 FAST_ARGON2 = {"AUTHSVC_ARGON2_MEMORY_KIB": "64", "AUTHSVC_ARGON2_TIME_COST": "1"}
 TABLES = (
+    "audit_events",
     "outbox",
     "one_time_tokens",
     "challenges",

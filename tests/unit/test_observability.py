@@ -83,7 +83,7 @@ def test_a_full_run_logs_no_password_and_no_token(make_app, log_lines):
         "login_failed",
         "refresh_reuse_detected",
         "password_changed",
-        "sessions_revoked",
+        "session_revoked",
         "key_published",
         "user_disabled",
     ):
