@@ -27,16 +27,20 @@ _COLUMNS = (
 )
 
 
+# Core, not the ORM's bulk insert: this runs in every login.
+_INSERT = insert(AuditEvent.__table__)
+
+
 def add(rows: Sequence[dict[str, Any]]) -> None:
     """In the caller's transaction: the rows commit or roll back with the action."""
-    db.session.execute(insert(AuditEvent), list(rows))
+    db.session.connection().execute(_INSERT, list(rows))
 
 
 def add_alone(rows: Sequence[dict[str, Any]]) -> None:
     """Outside any transaction (an event of a request that writes nothing else: a failed
     login), one autocommit statement."""
     with single_statement(writes=True) as connection:
-        connection.execute(insert(AuditEvent), list(rows))
+        connection.execute(_INSERT, list(rows))
 
 
 def page(

@@ -42,6 +42,7 @@ from schemathesis.specs.openapi.checks import (
 
 from authsvc import create_app
 from authsvc.extensions import db
+from authsvc.services import admin_tokens
 from tests.support.helpers import OTHER_PASSWORD, PASSWORD
 from tests.support.servers import free_port
 from tests.support.settings import TABLES, AppFactory, base_config, migrate
@@ -57,7 +58,11 @@ STATE_CHANGING = {
     ("POST", "/logout"),
     ("POST", "/password"),
     ("DELETE", "/sessions/{session_id}"),
+    ("DELETE", "/me"),
 }
+# An operator's admin token (`flask admin token`) for the admin operations: an hour outlasts
+# the run.
+OPERATOR_TTL = 3600
 
 
 def _openapi_document() -> dict[str, Any]:
@@ -105,6 +110,8 @@ class Accounts:
         self.client = app.test_client()
         self.counter = itertools.count()
         self.shared = self.signup()
+        with app.app_context():
+            self.operator = admin_tokens.issue("fuzz", OPERATOR_TTL)[0]
 
     def signup(self) -> dict[str, Any]:
         username = f"fuzz-{next(self.counter)}@example.com"
@@ -120,6 +127,8 @@ class Accounts:
             return bearer(self.signup()["refresh_token"])
         if key in STATE_CHANGING:
             return bearer(self.signup()["access_token"])
+        if case.path.startswith("/admin/"):
+            return bearer(self.operator)
         if case.operation.definition.raw.get("security"):
             return bearer(self.shared["access_token"])
         return {}
@@ -276,6 +285,46 @@ def test_contract(contract_app: Flask) -> None:
     call(app, "POST", "/logout", 204, headers=access)
     call(app, "GET", "/me", 401, headers=access)
     call(app, "POST", "/logout", 401, headers=access)
+
+
+def test_admin_and_self_service_contract(contract_app: Flask) -> None:
+    """The admin operations' and the self-service operations' success and main error paths,
+    through the same checks."""
+    app = contract_app
+    with app.app_context():
+        operator = bearer(admin_tokens.issue("contract", 600)[0])
+    user = call(app, "POST", "/signup", 201, body={"username": "ann", "password": PASSWORD}).json()
+    access = bearer(user["access_token"])
+    call(app, "GET", "/me/export", 200, headers=access)
+    call(app, "GET", "/admin/users", 401)
+    call(app, "GET", "/admin/users", 403, headers=access)
+    page = call(app, "GET", "/admin/users", 200, headers=operator).json()
+    assert [entry["username"] for entry in page["users"]] == ["ann"]
+    body = {"username": "ben", "password": PASSWORD, "roles": ["support"]}
+    ben = call(app, "POST", "/admin/users", 201, body=body, headers=operator).json()
+    call(app, "POST", "/admin/users", 409, body=body, headers=operator)
+    call(app, "POST", "/admin/users", 400, body={"username": "x", "colour": 1}, headers=operator)
+    ids = {"user_id": ben["id"]}
+    one = "/admin/users/{user_id}"
+    call(app, "GET", one, 200, headers=operator, path_parameters=ids)
+    patch = {"roles": [], "disabled": True, "revoke_sessions": True}
+    changed = call(app, "PATCH", one, 200, body=patch, headers=operator, path_parameters=ids)
+    assert changed.json()["disabled"] is True
+    missing = {"user_id": "00000000-0000-4000-8000-000000000000"}
+    call(app, "GET", one, 404, headers=operator, path_parameters=missing)
+    sessions = "/admin/users/{user_id}/sessions"
+    listed = call(
+        app, "GET", sessions, 200, headers=operator, path_parameters={"user_id": user["user"]["id"]}
+    )
+    assert len(listed.json()["sessions"]) == 1
+    call(app, "DELETE", sessions, 204, headers=operator, path_parameters=ids)
+    call(app, "GET", "/admin/events", 200, headers=operator)
+    call(app, "DELETE", one, 204, headers=operator, path_parameters=ids)
+    call(app, "DELETE", one, 404, headers=operator, path_parameters=ids)
+    wrong = {"current_password": OTHER_PASSWORD}
+    call(app, "DELETE", "/me", 401, body=wrong, headers=access)
+    call(app, "DELETE", "/me", 204, body={"current_password": PASSWORD}, headers=access)
+    call(app, "GET", "/me/export", 401, headers=access)
 
 
 # -- the document says what the service does --------------------------------------------------
