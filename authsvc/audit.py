@@ -33,10 +33,11 @@ log = logging.getLogger("authsvc.audit")
 _LOG_PENDING = "authsvc_audit_log"  # log lines waiting for the commit
 
 
-def security_event(
-    event: str, *, user_id: str | uuid.UUID | None = None, alone: bool = False, **detail: Any
-) -> None:
-    """Record ``event`` about ``user_id`` (if it concerns a user)."""
+def prepared(
+    event: str, *, user_id: str | uuid.UUID | None = None, **detail: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The audit row of ``event`` and its log line's fields, for a caller that writes the row
+    in a statement of its own (a login's session insert) and then calls ``logged``."""
     request_id, ip, actor_id = request_facts()
     subject = uuid.UUID(str(user_id)) if user_id is not None else None
     row = {
@@ -55,6 +56,18 @@ def security_event(
         **({"actor_id": actor_id} if actor_id and actor_id != str(subject) else {}),
         **detail,
     }
+    return row, line
+
+
+def logged(event: str, line: dict[str, Any]) -> None:
+    log_security_event(event, line)
+
+
+def security_event(
+    event: str, *, user_id: str | uuid.UUID | None = None, alone: bool = False, **detail: Any
+) -> None:
+    """Record ``event`` about ``user_id`` (if it concerns a user)."""
+    row, line = prepared(event, user_id=user_id, **detail)
     if in_write_transaction():
         event_store.add([row])
         if alone:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from .. import audit
 from ..audit import security_event
 from ..errors import (
     EmailNotVerified,
@@ -153,8 +154,15 @@ def _insert_session(values: dict[str, Any], user: Any, new_hash: str | None) -> 
     verified is still the user's, no factor was added since the login read the account, and
     the user is active; with ``new_hash`` (outdated parameters), upgrade the hash in the same
     transaction."""
+    fields = {"user_id": str(user.id), "session_id": str(values["id"]), "amr": ["pwd"]}
+    if new_hash is None:
+        row, line = audit.prepared("login", **fields)
+        if not session_store.insert_login(values, user.password_version, user.factor_version, row):
+            return False
+        audit.logged("login", line)
+        return True
     with write_transaction():
-        if new_hash is not None and not user_store.upgrade_password_hash(
+        if not user_store.upgrade_password_hash(
             user.id, user.password_version, new_hash, user.factor_version
         ):
             return False
@@ -162,7 +170,7 @@ def _insert_session(values: dict[str, Any], user: Any, new_hash: str | None) -> 
             values, user.password_version, user.factor_version
         ):
             return False
-        security_event("login", user_id=str(user.id), session_id=str(values["id"]), amr=["pwd"])
+        security_event("login", **fields)
     return True
 
 

@@ -15,8 +15,8 @@ from sqlalchemy import bindparam, delete, exists, insert, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..extensions import db
-from ..models import Session, User, utcnow
-from .database import single_statement
+from ..models import AuditEvent, Session, User, utcnow
+from .database import single_statement, write_transaction
 from .direct import DirectStatement
 
 _PRINCIPAL_COLUMNS = (
@@ -175,6 +175,52 @@ _INSERT_IF_CREDENTIALS_CURRENT = _insert_if_current()
 _INSERT_IF_PASSWORD_ONLY_CURRENT = _insert_if_current(
     User.factor_version == bindparam("checked_factor_version")
 )
+
+
+# A password-only login's session and its audit row in one statement on PostgreSQL: the
+# session INSERT is a CTE whose RETURNING feeds the audit INSERT, so the row exists exactly when
+# the session does, in one round trip (a transaction of two would take four).
+_EVENT_COLUMNS = ("id", "type", "at", "user_id", "actor_id", "ip", "request_id", "detail")
+_NEW_SESSION = _INSERT_IF_PASSWORD_ONLY_CURRENT.returning(Session.id).cte("new_session")
+_INSERT_LOGIN_WITH_EVENT = (
+    insert(AuditEvent.__table__)
+    .from_select(
+        list(_EVENT_COLUMNS),
+        select(
+            *(
+                bindparam(f"event_{name}", type_=AuditEvent.__table__.c[name].type)
+                for name in _EVENT_COLUMNS
+            )
+        ).select_from(_NEW_SESSION),
+    )
+    .execution_options(preserve_rowcount=True)
+)
+
+
+def insert_login(
+    values: dict[str, Any], checked_version: int, factor_version: int, event: dict[str, Any]
+) -> bool:
+    """A password-only login's session and its audit row ``event``, both or neither, if the
+    credentials it checked are still current (``insert_if_credentials_current``); whether
+    they were. PostgreSQL: one autocommit statement; SQLite: one short write transaction."""
+    parameters = {
+        **values,
+        "checked_version": checked_version,
+        "checked_factor_version": factor_version,
+    }
+    if db.session.get_bind().dialect.name == "postgresql":
+        events = {f"event_{name}": value for name, value in event.items()}
+        with single_statement(writes=True) as connection:
+            result = connection.execute(_INSERT_LOGIN_WITH_EVENT, {**parameters, **events})
+            return result.rowcount == 1
+    with write_transaction():
+        if (
+            db.session.connection().execute(_INSERT_IF_PASSWORD_ONLY_CURRENT, parameters).rowcount
+            != 1
+        ):
+            return False
+        db.session.connection().execute(insert(AuditEvent.__table__), [event])
+    return True
 
 
 def insert_if_credentials_current(
