@@ -34,11 +34,17 @@ _LOG_PENDING = "authsvc_audit_log"  # log lines waiting for the commit
 
 
 def prepared(
-    event: str, *, user_id: str | uuid.UUID | None = None, **detail: Any
+    event: str,
+    *,
+    user_id: str | uuid.UUID | None = None,
+    actor_id: str | None = None,
+    **detail: Any,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The audit row of ``event`` and its log line's fields, for a caller that writes the row
-    in a statement of its own (a login's session insert) and then calls ``logged``."""
-    request_id, ip, actor_id = request_facts()
+    in a statement of its own (a login's session insert) and then calls ``logged``.
+    ``actor_id``: who acted, where no request says it (the CLI)."""
+    request_id, ip, caller = request_facts()
+    actor_id = actor_id or caller
     subject = uuid.UUID(str(user_id)) if user_id is not None else None
     row = {
         "id": uuid.uuid4(),
@@ -64,10 +70,15 @@ def logged(event: str, line: dict[str, Any]) -> None:
 
 
 def security_event(
-    event: str, *, user_id: str | uuid.UUID | None = None, alone: bool = False, **detail: Any
+    event: str,
+    *,
+    user_id: str | uuid.UUID | None = None,
+    actor_id: str | None = None,
+    alone: bool = False,
+    **detail: Any,
 ) -> None:
     """Record ``event`` about ``user_id`` (if it concerns a user)."""
-    row, line = prepared(event, user_id=user_id, **detail)
+    row, line = prepared(event, user_id=user_id, actor_id=actor_id, **detail)
     if in_write_transaction():
         event_store.add([row])
         if alone:

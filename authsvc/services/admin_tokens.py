@@ -16,7 +16,7 @@ def issue(name: str, ttl: int) -> tuple[str, str, datetime]:
     with write_transaction():
         security_event(
             "admin_token_issued",
-            actor=f"operator:{name}",
+            actor_id=f"operator:{name}",
             jti=jti,
             expires_at=expires_at.isoformat(),
         )

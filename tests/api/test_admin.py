@@ -380,6 +380,7 @@ def test_the_cli_prints_an_operator_token_for_the_admin_api(app, client, runner)
     assert client.get("/admin/users", headers=bearer(token)).status_code == 200
     events = client.get("/admin/events?type=admin_token_issued", headers=bearer(token)).get_json()
     assert events["events"][0]["detail"]["jti"] == claims["jti"]
+    assert events["events"][0]["actor_id"] == "operator:ops"
 
 
 @pytest.mark.parametrize("args", [["--ttl", "3601"], ["--ttl", "10"], ["--name", "two words"]])
