@@ -15,8 +15,8 @@ from .schemas import PasswordChange, SessionList, SessionOut, UserOut, user_out
 from .schemas_admin import (
     AccountDeletion,
     AccountExport,
-    AdminSessionOut,
     AdminUserSummary,
+    admin_session_out,
     event_out,
     factor_out,
 )
@@ -100,14 +100,7 @@ def export_me() -> Response:
     export = AccountExport(
         user=AdminUserSummary(**user_out(data.user).model_dump(), disabled=False),
         sessions=[
-            AdminSessionOut(
-                id=str(session.id),
-                created_at=session.created_at,
-                last_used_at=session.last_used_at,
-                expires_at=sessions.session_expires_at(session),
-                user_agent=session.user_agent,
-                ip=session.ip,
-            )
+            admin_session_out(session, sessions.session_expires_at(session))
             for session in data.sessions
         ],
         factors=[factor_out(row) for row in data.factors],

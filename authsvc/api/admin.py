@@ -21,7 +21,6 @@ from .responses import json_response
 from .schemas import user_out
 from .schemas_admin import (
     AdminSessionList,
-    AdminSessionOut,
     AdminUserCreate,
     AdminUserOut,
     AdminUserPatch,
@@ -30,6 +29,7 @@ from .schemas_admin import (
     EventsQuery,
     UserPage,
     UsersQuery,
+    admin_session_out,
     event_out,
     factor_out,
 )
@@ -127,14 +127,7 @@ def list_sessions(user_id: uuid.UUID) -> Response:
     """The user's live sessions, newest first."""
     admin_caller()
     sessions = [
-        AdminSessionOut(
-            id=str(session.id),
-            created_at=session.created_at,
-            last_used_at=session.last_used_at,
-            expires_at=session_expires_at(session),
-            user_agent=session.user_agent,
-            ip=session.ip,
-        )
+        admin_session_out(session, session_expires_at(session))
         for session in admin.user_sessions(user_id)
     ]
     return json_response(AdminSessionList(sessions=sessions), no_store=True)

@@ -134,3 +134,16 @@ def factor_out(row: Any) -> FactorOut:
     return FactorOut(
         id=str(row.id), type=row.type, created_at=row.created_at, last_used_at=row.last_used_at
     )
+
+
+def admin_session_out(session: Any, expires_at: datetime) -> AdminSessionOut:
+    """A session as the admin API and the export show it (``expires_at``: when it dies if
+    left alone, ``services.sessions.session_expires_at``)."""
+    return AdminSessionOut(
+        id=str(session.id),
+        created_at=session.created_at,
+        last_used_at=session.last_used_at,
+        expires_at=expires_at,
+        user_agent=session.user_agent,
+        ip=session.ip,
+    )
