@@ -11,7 +11,7 @@ from .config_reader import ConfigError, Reader
 ADMIN_VARIABLES = frozenset({"AUTHSVC_ADMIN_ROLE", "AUTHSVC_AUDIT_RETENTION_DAYS"})
 
 # Role names: what a `roles` claim can carry without quoting surprises downstream.
-ROLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+ROLE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")  # \Z: no trailing newline
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ query is read. Answers hold personal data: none may be cached (no-store).
 from __future__ import annotations
 
 import uuid
-from datetime import UTC
 
 from flask import Blueprint, Response
 
@@ -172,9 +171,7 @@ def list_events() -> Response:
     """Audit events, newest first, by user, type and time; cursor pages."""
     admin_caller()
     query = parse_query(EventsQuery)
-    since = query.since
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
+    since = query.since  # in UTC (EventsQuery)
     page = admin.list_events(
         limit=query.limit,
         cursor=query.cursor,

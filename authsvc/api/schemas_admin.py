@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .schemas import FactorOut, StrictModel, UserOut
 
@@ -35,6 +35,19 @@ class EventsQuery(QueryModel):
     since: datetime | None = Field(default=None, description="ISO 8601; without a zone: UTC")
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = Field(default=None, max_length=200)
+
+    @field_validator("since")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        """As UTC (a time without a zone is UTC); one no UTC time can hold is refused."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("out of range") from None
 
 
 class AdminUserCreate(StrictModel):

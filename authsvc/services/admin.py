@@ -113,7 +113,13 @@ def checked_roles(roles: Sequence[str]) -> list[str]:
 
 
 def _may_grant(actor: AdminCaller | None, added: set[str]) -> None:
-    if actor is not None and actor.roles is not None and not added <= actor.roles:
+    """In the caller's transaction, after ``lock_role_changes``: the roles ``actor`` holds now
+    (stored, read again: it may have lost one since its request was let in) cover ``added``."""
+    if actor is None or actor.roles is None or actor.user_id is None or not added:
+        return
+    current = user_store.get(actor.user_id)
+    held = set(current.roles or []) if current is not None and current.is_active else set()
+    if not added <= held:
         raise RoleNotHeld()
 
 
@@ -133,7 +139,6 @@ def create_user(
     rt = runtime()
     normalized = usernames.validate(username)
     granted = checked_roles(roles)
-    _may_grant(actor, set(granted))
     address = emails.parse(email) if email is not None else None
     if password is None:
         password_hash = rt.hasher.hash(secrets.token_urlsafe(32))
@@ -141,6 +146,8 @@ def create_user(
         password_hash = rt.hasher.hash(rt.password_policy.check(password, username=normalized))
     try:
         with write_transaction():
+            user_store.lock_role_changes()
+            _may_grant(actor, set(granted))
             user = User(
                 id=uuid.uuid4(),
                 username=normalized,
@@ -170,6 +177,9 @@ def update_user(
     new_roles = checked_roles(roles) if roles is not None else None
     admin_role = runtime().settings.admin.role
     with write_transaction():
+        # Before anything is read: a parallel change of these roles is decided first, so
+        # ``old_roles`` (what counts as added) and the actor's own roles are current.
+        user_store.lock_role_changes()
         user = get_user(user_id)
         old_roles = set(user.roles or [])
         if new_roles is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..errors import LastAdmin
 from ..models import User
 from ..runtime import runtime
+from ..security import emails
 from ..store import events as event_store
 from ..store import one_time_tokens as token_store
 from ..store import outbox as outbox_store
@@ -36,9 +37,11 @@ def erase(user: User) -> None:
     process's cache lets go at once), factors, recovery codes, challenges and one-time tokens
     (by cascade), and the outbox's mail to their addresses. Their audit events keep the id
     only (no address)."""
-    addresses = {address for address in token_store.addresses_of(user.id)}
+    addresses = set(token_store.addresses_of(user.id))
     if user.email:
         addresses.add(user.email)
+    # The outbox holds the form handed to the server (an IDN domain in punycode).
+    addresses |= {emails.deliverable(address) for address in addresses}
     session_store.revoke(user_id=user.id, reason="user_deleted")
     outbox_store.delete_for_recipients(sorted(addresses))
     event_store.forget_user(user.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from ..audit import security_event
@@ -41,8 +42,16 @@ def export_account(context: AccessContext) -> AccountData:
         user=user,
         sessions=session_store.live_of_user(user_id),
         factors=factor_store.confirmed(user_id),
-        events=event_store.of_user(user_id, EXPORT_EVENTS),
+        events=[_own_view(row, user_id) for row in event_store.of_user(user_id, EXPORT_EVENTS)],
     )
+
+
+def _own_view(row: Any, user_id: Any) -> Any:
+    """An event as its user may see it: what someone else (an admin) did keeps the type, time
+    and detail, not who did it nor from where."""
+    if row.actor_id in (None, str(user_id)):
+        return row
+    return SimpleNamespace(**{**row._mapping, "actor_id": None, "ip": None})
 
 
 def delete_account(context: AccessContext, current_password: str, code: str | None) -> None:
@@ -63,6 +72,8 @@ def delete_account(context: AccessContext, current_password: str, code: str | No
             raise TokenRevoked()
         if proof is not None:
             proof.take(utcnow())
+            if proof.recovery:
+                security_event("recovery_code_used", user_id=str(user_id))
         lifecycle.keep_an_admin(user, stays_admin=False)
         # Before the erasure, which leaves this row, like the others, the id alone.
         security_event("user_deleted", user_id=str(user_id), by="self")

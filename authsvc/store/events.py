@@ -80,8 +80,13 @@ def last_of_type(user_id: uuid.UUID, event_type: str) -> datetime | None:
 
 
 def forget_user(user_id: uuid.UUID) -> None:
-    """A deleted user's events keep their id, type and time, not where they came from."""
-    db.session.execute(update(AuditEvent).where(AuditEvent.user_id == user_id).values(ip=None))
+    """A deleted user's events (those about them, and those they did as an admin) keep their
+    ids, type and time, not where they came from."""
+    db.session.execute(
+        update(AuditEvent)
+        .where(or_(AuditEvent.user_id == user_id, AuditEvent.actor_id == str(user_id)))
+        .values(ip=None)
+    )
 
 
 def delete_before(before: datetime) -> int:

@@ -176,7 +176,25 @@ def test_bad_list_queries_are_400(client, root, query):
     )
 
 
-@pytest.mark.parametrize("cursor", ["garbage", "WyJ4Il0", "e30", "A" * 300])
+def _cursor(*position):
+    import base64
+    import json
+
+    raw = json.dumps(list(position)).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "garbage",
+        "WyJ4Il0",
+        "e30",
+        "A" * 300,
+        _cursor("2020-01-01T00:00:00+00:00", 5),  # an id that is no string
+        _cursor("9999-12-31T23:59:59-23:59", "0b6f6f4e-4b3c-4a4e-9d51-7b1c2c3d4e5f"),  # past UTC
+    ],
+)
 def test_a_cursor_the_list_did_not_hand_out_is_400(client, root, cursor):
     for path in ("/admin/users", "/admin/events"):
         response = client.get(f"{path}?cursor={cursor}", headers=root.headers)
@@ -249,7 +267,9 @@ def test_an_operator_token_may_grant_any_role(app, client, root):
     assert response.status_code == 200 and response.get_json()["roles"] == ["billing"]
 
 
-@pytest.mark.parametrize("roles", [["has space"], ["x" * 65], [""], [f"r{n}" for n in range(33)]])
+@pytest.mark.parametrize(
+    "roles", [["has space"], ["x" * 65], [""], ["admin\n"], [f"r{n}" for n in range(33)]]
+)
 def test_bad_role_names_are_400(client, root, roles):
     bob = signup(client, "bob")["user"]["id"]
     response = client.patch(f"/admin/users/{bob}", json={"roles": roles}, headers=root.headers)
@@ -412,3 +432,21 @@ def test_a_user_sessions_listing_shows_what_get_sessions_shows(client, root):
     (session,) = listed.get_json()["sessions"]
     assert session == {key: value for key, value in own[0].items() if key != "current"}
     assert session["user_agent"] == "phone-app/1.0"
+
+
+@pytest.mark.parametrize(
+    "since", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59", "soon"]
+)
+def test_a_since_no_utc_time_can_hold_is_400(client, root, since):
+    response = client.get(f"/admin/events?since={since}", headers=root.headers)
+    assert_problem(response, 400, "invalid_request")
+
+
+def test_an_erased_admin_leaves_no_address_on_what_they_did(client, runner, clock, root):
+    second = make_admin(client, runner, clock, "second")
+    bob = signup(client, "bob")["user"]["id"]
+    client.patch(f"/admin/users/{bob}", json={"disabled": True}, headers=second.headers)
+    assert client.delete(f"/admin/users/{second.user_id}", headers=root.headers).status_code == 204
+    events = client.get(f"/admin/events?user_id={bob}", headers=root.headers).get_json()["events"]
+    done_by_second = [event for event in events if event["actor_id"] == second.user_id]
+    assert done_by_second and all(event["ip"] is None for event in done_by_second)

@@ -548,3 +548,37 @@ def test_wrong_passwords_at_delete_are_throttled_per_user(make_app: Any) -> None
     assert_problem(response, 401, "invalid_credentials")
     response = delete_me(client, bob["access_token"], current_password=PASSWORD)
     assert response.status_code == 204, response.get_json()
+
+
+def test_deletion_takes_the_mail_queued_to_an_international_address(make_app):
+    # No mail server: the verification mail stays queued, to the domain in punycode.
+    app = make_app(AUTHSVC_MAIL_BACKEND="none")
+    client = app.test_client()
+    body = {"username": "bjorn", "password": PASSWORD, "email": "bjorn@bücher.example"}
+    tokens = client.post("/signup", json=body).get_json()
+    with app.app_context():
+        recipients = db.session.scalars(select(OutboxMessage.recipient)).all()
+        db.session.rollback()
+    assert recipients == ["bjorn@xn--bcher-kva.example"]
+    assert delete_me(client, tokens["access_token"], current_password=PASSWORD).status_code == 204
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
+
+
+def test_the_export_does_not_say_which_admin_acted_nor_from_where(client, runner, monkeypatch):
+    root = make_admin(client, runner, Clock(monkeypatch))
+    tokens = login_new(client)
+    client.delete(f"/admin/users/{tokens['user']['id']}/sessions", headers=root.headers)
+    fresh = client.post("/login", json={"username": "ulla", "password": PASSWORD}).get_json()
+    events = client.get("/me/export", headers=bearer(fresh["access_token"])).get_json()["events"]
+    by_admin = [event for event in events if event["type"] == "session_revoked"]
+    assert by_admin and all(e["actor_id"] is None and e["ip"] is None for e in by_admin)
+    own = [event for event in events if event["type"] == "login"]
+    assert own and all(event["ip"] == "127.0.0.1" for event in own)
+
+
+def login_new(client):
+    body = {"username": "ulla", "password": PASSWORD}
+    response = client.post("/signup", json=body)
+    assert response.status_code == 201
+    return response.get_json()
