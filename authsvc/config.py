@@ -273,6 +273,9 @@ def _identity_settings(read: Reader, development: bool) -> dict[str, Any]:
         # Refresh tokens carry the issuer as their audience; an access audience equal to it
         # would let a refresh token pass a downstream audience check.
         raise ConfigError("AUTHSVC_AUDIENCE must not contain the issuer URL")
+    if f"{issuer.rstrip('/')}/admin" in audience:
+        # The operator tokens' audience (DESIGN §11): a service expecting it would take them.
+        raise ConfigError("AUTHSVC_AUDIENCE must not contain the admin audience <issuer>/admin")
     return {"issuer": issuer, "audience": audience}
 
 

@@ -98,6 +98,7 @@ def register_throttling(app: Flask, settings: Settings) -> Limiter:
     if settings.ratelimit_enabled:
         limited("auth.login", limiter.limit(settings.ratelimit_login_address))
         limited("account.change_password", limiter.limit(settings.ratelimit_password_address))
+        limited("account.delete_me", limiter.limit(settings.ratelimit_password_address))
         limited("auth.signup", limiter.limit(settings.ratelimit_signup_address))
         limited("auth.refresh", limiter.limit(settings.ratelimit_refresh_address))
         # Each e-mail endpoint per client address (the per-address cooldown and the per-user

@@ -543,11 +543,33 @@ def test_wrong_passwords_at_delete_are_throttled_per_user(make_app: Any) -> None
     # While throttled the right password is refused too (the guess is never checked)...
     assert_problem(delete_me(client, access, current_password=PASSWORD), 429, "rate_limited")
     assert client.get("/me", headers=bearer(access)).status_code == 200
-    # ...for this user only.
-    response = delete_me(client, bob["access_token"], current_password=OTHER_PASSWORD)
-    assert_problem(response, 401, "invalid_credentials")
-    response = delete_me(client, bob["access_token"], current_password=PASSWORD)
-    assert response.status_code == 204, response.get_json()
+    # ...for this user only (from another address: the address has its own limit, below).
+    elsewhere = {"REMOTE_ADDR": "198.51.100.7"}
+
+    def delete_bob(password):
+        return client.delete(
+            "/me",
+            json={"current_password": password},
+            headers=bearer(bob["access_token"]),
+            environ_overrides=elsewhere,
+        )
+
+    assert_problem(delete_bob(OTHER_PASSWORD), 401, "invalid_credentials")
+    assert delete_bob(PASSWORD).status_code == 204
+
+
+def test_wrong_passwords_at_delete_are_throttled_per_address(make_app: Any) -> None:
+    """Many accounts guessed from one address: the address's limit stops it, as at /password."""
+    app = make_app(AUTHSVC_RATELIMIT_ENABLED="true")
+    client = app.test_client()
+    accounts = [signup(client, f"user{number}")["access_token"] for number in range(4)]
+    statuses = [
+        delete_me(client, access, current_password=OTHER_PASSWORD).status_code
+        for access in accounts
+        for _ in range(4)
+    ]
+    assert 429 in statuses, statuses
+    assert statuses.count(401) <= 10  # AUTHSVC_RATELIMIT_PASSWORD_ADDRESS: 10/minute
 
 
 def test_deletion_takes_the_mail_queued_to_an_international_address(make_app):

@@ -383,6 +383,10 @@ def test_audience_must_not_contain_the_issuer(tmp_path):
     refused(tmp_path, "AUTHSVC_AUDIENCE", AUTHSVC_AUDIENCE=f"authsvc,{ISSUER}")
 
 
+def test_audience_must_not_contain_the_operator_tokens_audience(tmp_path):
+    refused(tmp_path, "AUTHSVC_AUDIENCE", AUTHSVC_AUDIENCE=f"authsvc,{ISSUER.rstrip('/')}/admin")
+
+
 def test_audience_equal_to_the_issuer_with_a_trailing_slash_on_the_issuer(tmp_path):
     refused(
         tmp_path,
